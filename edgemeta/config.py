@@ -1,0 +1,214 @@
+"""Configuration: YAML file plus environment overrides, validated into frozen dataclasses."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_PATH = "conf/edge.yaml"
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    enable: bool = False
+    caFile: str = ""
+    certFile: str = ""
+    keyFile: str = ""
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    clientId: str = ""
+    username: str = ""
+    password: str = field(default="", repr=False)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    qos: int = 1
+    keepalive: int = 30
+    topicPrefix: str = "beehive"
+    sessionExpiry: int = 7 * 24 * 3600
+
+    @property
+    def client_id(self) -> str:
+        return self.clientId or "edgemeta-" + self.topicPrefix.replace("/", "-")
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    path: str = "data/edgemeta.json"
+    fsync: bool = True
+    compactAfter: int = 100_000
+    dedupWindow: int = 20_000
+
+
+@dataclass(frozen=True)
+class MetaManagerConfig:
+    contextSendGroup: str = "hub"
+    contextSendModule: str = "websocket"
+    podStatusSyncInterval: float = 60
+    remoteQueryTimeout: float = 60
+    remoteQueryAttempts: int = 3
+    volumeTimeout: float = 60
+    edgeSite: bool = False
+    bridgeStateTopic: str = ""
+
+
+@dataclass(frozen=True)
+class ModulesConfig:
+    metaManager: MetaManagerConfig = field(default_factory=MetaManagerConfig)
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    maxPayloadBytes: int = 1024 * 1024
+    maxDepth: int = 64
+
+
+@dataclass(frozen=True)
+class Config:
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    modules: ModulesConfig = field(default_factory=ModulesConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+
+
+# Range checks: dotted key -> (predicate, what the value must be).
+_RULES: dict[str, tuple[Any, str]] = {
+    "mqtt.port": (lambda v: 1 <= v <= 65535, "between 1 and 65535"),
+    "mqtt.qos": (lambda v: 0 <= v <= 2, "0, 1 or 2"),
+    "mqtt.keepalive": (lambda v: v >= 0, ">= 0"),
+    "mqtt.sessionExpiry": (lambda v: v >= 86400, ">= 86400 (one day)"),
+    "mqtt.topicPrefix": (
+        lambda v: bool(v) and not any(c in v for c in "+#\x00") and "" not in v.split("/"),
+        "a non-empty topic without wildcards or empty levels",
+    ),
+    "database.path": (bool, "a non-empty path"),
+    "database.compactAfter": (lambda v: v >= 1, ">= 1"),
+    "database.dedupWindow": (lambda v: v >= 0, ">= 0"),
+    "modules.metaManager.contextSendGroup": (
+        lambda v: bool(v) and not any(c in v for c in "+#/\x00"),
+        "a non-empty group name without '/', '+' or '#'",
+    ),
+    "modules.metaManager.podStatusSyncInterval": (lambda v: v > 0, "> 0"),
+    "modules.metaManager.remoteQueryTimeout": (lambda v: v > 0, "> 0"),
+    "modules.metaManager.remoteQueryAttempts": (lambda v: v >= 1, ">= 1"),
+    "modules.metaManager.volumeTimeout": (lambda v: v > 0, "> 0"),
+    "limits.maxPayloadBytes": (lambda v: v >= 1024, ">= 1024"),
+    "limits.maxDepth": (lambda v: v >= 2, ">= 2"),
+}
+
+_ENV_OVERRIDES = (
+    ("EDGEMETA_MQTT_HOST", ("mqtt", "host"), str),
+    ("EDGEMETA_MQTT_PORT", ("mqtt", "port"), int),
+    ("EDGEMETA_DB_PATH", ("database", "path"), str),
+)
+
+
+def _type_ok(expected: Any, value: Any) -> bool:
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if expected is str:
+        return isinstance(value, str)
+    return False
+
+
+def _type_name(expected: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}[expected]
+
+
+def _build(cls: Any, data: Any, prefix: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        where = prefix or "the file"
+        raise ConfigError(f"{where}: must be a mapping, not {type(data).__name__}")
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            raise ConfigError(f"{dotted}: unknown key")
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        dotted = f"{prefix}.{f.name}" if prefix else f.name
+        expected = hints[f.name]
+        value = data[f.name]
+        if is_dataclass(expected):
+            values[f.name] = _build(expected, value, dotted)
+            continue
+        if not _type_ok(expected, value):
+            raise ConfigError(f"{dotted}: must be {_type_name(expected)}, got {value!r}")
+        values[f.name] = value
+    return cls(**values)
+
+
+def _check_ranges(config: Config) -> None:
+    for dotted, (ok, wanted) in _RULES.items():
+        value: Any = config
+        for part in dotted.split("."):
+            value = getattr(value, part)
+        if not ok(value):
+            raise ConfigError(f"{dotted}: must be {wanted}, got {value!r}")
+
+
+def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
+    for var, (section, key), kind in _ENV_OVERRIDES:
+        text = environ.get(var, "")
+        if text == "":
+            continue
+        if kind is int:
+            try:
+                value: Any = int(text)
+            except ValueError:
+                raise ConfigError(f"{var}: must be an integer, got {text!r}") from None
+            port_ok, wanted = _RULES["mqtt.port"]
+            if not port_ok(value):
+                raise ConfigError(f"{var}: must be {wanted}, got {value!r}")
+        else:
+            value = text
+        sect = raw.setdefault(section, {})
+        if not isinstance(sect, dict):
+            raise ConfigError(f"{section}: must be a mapping, not {type(sect).__name__}")
+        sect[key] = value
+
+
+def parse_config(text: str, environ: dict[str, str] | None = None, source: str = "") -> Config:
+    """Validate YAML text into a Config; environment overrides applied on top."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source or 'config'}: invalid YAML: {exc}") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source or 'config'}: must be a mapping at the top level")
+    _apply_env(raw, dict(os.environ) if environ is None else environ)
+    config: Config = _build(Config, raw, "")
+    _check_ranges(config)
+    return config
+
+
+def load_config(
+    path: str | Path = DEFAULT_CONFIG_PATH, environ: dict[str, str] | None = None
+) -> Config:
+    """Read and validate a config file (SPEC section 5)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}") from exc
+    return parse_config(text, environ, str(path))

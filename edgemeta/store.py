@@ -1,0 +1,491 @@
+"""The metadata store: TinyDB table ``meta`` of ``{key, type, value}`` documents.
+
+The only module that imports tinydb. ``DurableStorage`` is a TinyDB Storage
+whose writes are journalled (group commit, one fsync per batch) and folded
+into a TinyDB-layout snapshot; ``LiveTable`` lets TinyDB change one document
+without copying the whole table, so a write costs the same at 1k or 100k
+records. ``MetaStore`` owns the TinyDB instance, its lock and the indexes by
+key and by (type, namespace).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+from tinydb import TinyDB
+from tinydb.storages import MemoryStorage, Storage
+from tinydb.table import Table
+
+from .errors import StoreError
+from .journal import Journal, ensure_private_dir, write_atomic
+
+log = logging.getLogger(__name__)
+
+TABLE = "meta"
+Doc = dict[str, Any]
+_TABLE_LINE = re.compile(rb'^"((?:[^"\\]|\\.)*)": \{$')
+
+
+def _snapshot_chunks(data: dict[str, dict[str, Doc]]) -> Iterator[bytes]:
+    """TinyDB's JSON layout with one document per line, so a damaged file can be salvaged."""
+    yield b"{"
+    for t_index, (name, table) in enumerate(data.items()):
+        yield (b",\n" if t_index else b"\n") + orjson.dumps(name) + b": {"
+        first = True
+        for doc_id, doc in table.items():
+            yield (b"\n" if first else b",\n") + orjson.dumps(doc_id) + b": " + orjson.dumps(doc)
+            first = False
+        yield b"\n}"
+    yield b"\n}\n"
+
+
+def _salvage(raw: bytes) -> dict[str, dict[str, Doc]]:
+    """Every intact document of a damaged snapshot written by ``_snapshot_chunks``."""
+    data: dict[str, dict[str, Doc]] = {}
+    current: dict[str, Doc] | None = None
+    for line in raw.splitlines():
+        m = _TABLE_LINE.match(line.lstrip(b"{,").strip())
+        if m:
+            current = data.setdefault(orjson.loads(b'"' + m.group(1) + b'"'), {})
+            continue
+        if current is None:
+            continue
+        try:
+            entry = orjson.loads(b"{" + line.rstrip().rstrip(b",") + b"}")
+        except orjson.JSONDecodeError:
+            continue
+        for doc_id, doc in entry.items():
+            if isinstance(doc, dict):
+                current[doc_id] = doc
+    return data
+
+
+class DurableStorage(Storage):
+    """Crash-safe TinyDB storage: snapshot at ``path``, journal at ``path.journal``.
+
+    ``read`` returns the live in-memory data; ``LiveTable`` reports each change
+    through ``record``; ``commit`` makes every change since the last commit
+    durable with one fsync; ``rollback`` undoes them in memory.
+    """
+
+    def __init__(self, path: str | Path, *, sync: bool = True, compact_after: int = 100_000):
+        self.path = Path(path)
+        self.compact_after = compact_after
+        ensure_private_dir(self.path.parent)
+        self.journal = Journal(self.path.with_name(self.path.name + ".journal"), sync=sync)
+        self._undo: list[tuple[str, str, Doc | None]] = []
+        self._undo_full: dict[str, dict[str, Doc]] | None = None
+        self.session_records: list[Any] = []
+        self.recovered_from_damage = False
+        self._data = self._load_snapshot()
+        self._replay()
+        self.journal.open()
+
+    # -- start-up -------------------------------------------------------
+    def _load_snapshot(self) -> dict[str, dict[str, Doc]]:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
+        if not raw.strip():
+            return {}
+        try:
+            data = orjson.loads(raw)
+            if not isinstance(data, dict) or not all(isinstance(t, dict) for t in data.values()):
+                raise ValueError("not a TinyDB document layout")
+            return data
+        except ValueError as exc:
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+            os.replace(self.path, aside)
+            data = _salvage(raw)
+            count = sum(len(t) for t in data.values())
+            self.recovered_from_damage = True
+            log.error(
+                "DATABASE DAMAGED: %s is not valid JSON (%s); recovered %d intact documents, "
+                "the damaged file is kept as %s",
+                self.path,
+                exc,
+                count,
+                aside,
+            )
+            return data
+
+    def _replay(self) -> None:
+        data = self._data
+        for record in self.journal.replay():
+            kind = record[0]
+            if kind == "p":
+                data.setdefault(record[1], {})[record[2]] = record[3]
+            elif kind == "d":
+                data.get(record[1], {}).pop(record[2], None)
+            elif kind == "w":
+                data.clear()
+                data.update(record[1])
+            else:
+                self.session_records.append(record)
+
+    # -- TinyDB Storage API ---------------------------------------------
+    def read(self) -> dict[str, dict[str, Any]] | None:
+        return self._data
+
+    def write(self, data: dict[str, dict[str, Any]]) -> None:
+        if self._undo_full is None:
+            self._undo_full = orjson.loads(orjson.dumps(self._data))
+            self._undo.clear()
+        if data is not self._data:
+            self._data.clear()
+            self._data.update(data)
+        self.journal.append(["w", self._data])
+
+    def close(self) -> None:
+        try:
+            self.commit()
+            self.compact([])
+        finally:
+            self.journal.close()
+
+    # -- the fast path --------------------------------------------------
+    def live_table(self, name: str) -> dict[str, Doc]:
+        table = self._data.get(name)
+        if table is None:
+            table = self._data[name] = {}
+        return table
+
+    def record(self, table: str, doc_id: str, doc: Doc | None, before: Doc | None) -> None:
+        if self._undo_full is None:
+            self._undo.append((table, doc_id, before))
+        if doc is None:
+            self.journal.append(["d", table, doc_id])
+        else:
+            self.journal.append(["p", table, doc_id, doc])
+
+    def append_session(self, record: list[Any]) -> None:
+        self.journal.append(record)
+
+    def commit(self) -> None:
+        self.journal.commit()
+        self._undo.clear()
+        self._undo_full = None
+
+    def rollback(self) -> None:
+        self.journal.discard()
+        if self._undo_full is not None:
+            self._data.clear()
+            self._data.update(self._undo_full)
+        else:
+            for table, doc_id, before in reversed(self._undo):
+                live = self.live_table(table)
+                if before is None:
+                    live.pop(doc_id, None)
+                else:
+                    live[doc_id] = before
+        self._undo.clear()
+        self._undo_full = None
+
+    @property
+    def needs_compaction(self) -> bool:
+        return self.journal.records_written >= self.compact_after
+
+    def compact(self, session: list[Any]) -> None:
+        """Fold the journal into a new snapshot; ``session`` records start the new journal."""
+        self.journal.commit()
+        write_atomic(self.path, _snapshot_chunks(self._data), sync=self.journal.sync_enabled)
+        self.journal.reset(session)
+
+
+class _Recorder(MutableMapping[int, Doc]):
+    """TinyDB's view of a live table during one update: records touched documents."""
+
+    def __init__(self, raw: dict[str, Doc]) -> None:
+        self.raw = raw
+        self.before: dict[str, Doc | None] = {}
+
+    def _touch(self, key: str) -> None:
+        if key not in self.before:
+            doc = self.raw.get(key)
+            self.before[key] = None if doc is None else dict(doc)
+
+    def __getitem__(self, doc_id: int) -> Doc:
+        key = str(doc_id)
+        self._touch(key)
+        return self.raw[key]
+
+    def __setitem__(self, doc_id: int, doc: Doc) -> None:
+        key = str(doc_id)
+        self._touch(key)
+        self.raw[key] = doc
+
+    def __delitem__(self, doc_id: int) -> None:
+        key = str(doc_id)
+        self._touch(key)
+        del self.raw[key]
+
+    def __contains__(self, doc_id: object) -> bool:
+        return str(doc_id) in self.raw
+
+    def __iter__(self) -> Iterator[int]:
+        return iter([int(k) for k in self.raw])
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+
+class LiveTable(Table):
+    """A TinyDB Table that works on DurableStorage's live data instead of copies."""
+
+    def _read_table(self) -> dict[str, Any]:
+        storage = self._storage
+        if isinstance(storage, DurableStorage):
+            return storage.live_table(self.name)
+        return super()._read_table()
+
+    def _update_table(self, updater: Callable[[dict[int, Any]], None]) -> None:
+        storage = self._storage
+        if not isinstance(storage, DurableStorage):
+            super()._update_table(updater)
+            return
+        recorder = _Recorder(storage.live_table(self.name))
+        updater(recorder)  # type: ignore[arg-type]
+        for key, before in recorder.before.items():
+            doc = recorder.raw.get(key)
+            if doc != before:
+                storage.record(self.name, key, doc, before)
+        self.clear_cache()
+
+
+class _MetaDB(TinyDB):
+    table_class = LiveTable
+
+
+def open_storage(path: str | Path, *, sync: bool = True, compact_after: int = 100_000) -> Storage:
+    try:
+        return DurableStorage(path, sync=sync, compact_after=compact_after)
+    except OSError as exc:
+        raise StoreError(f"cannot open database {path}: {exc.strerror or exc}") from exc
+
+
+class MetaStore:
+    """Keyed metadata with indexes by key and by (type, namespace); thread-safe.
+
+    Changes are applied in memory at once and become durable at ``commit``;
+    ``rollback`` drops every change since the last commit. Besides the table,
+    the store keeps the session: a bounded window of processed msg_ids and an
+    outbox of messages committed but not yet confirmed by the broker.
+    """
+
+    def __init__(self, storage: Storage | None = None, *, dedup_window: int = 20_000) -> None:
+        self._storage: Storage = storage if storage is not None else MemoryStorage()
+        self._durable = self._storage if isinstance(self._storage, DurableStorage) else None
+        given = self._storage
+        self._db = _MetaDB(storage=lambda: given)
+        self._table = self._db.table(TABLE, cache_size=0)
+        self._lock = threading.RLock()
+        self._ids: dict[str, int] = {}
+        self._types: dict[str, str] = {}
+        self._by_type_ns: dict[tuple[str, str], set[str]] = {}
+        self._window = dedup_window
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._outbox: OrderedDict[int, list[Any]] = OrderedDict()
+        self._seq = 0
+        self._journal_undo: list[Callable[[], None]] = []
+        for doc in self._table.all():
+            key = doc.get("key")
+            if isinstance(key, str):
+                self._index(key, str(doc.get("type", "")), doc.doc_id)
+        if self._durable is not None:
+            self._load_session(self._durable.session_records)
+
+    @property
+    def recovered_from_damage(self) -> bool:
+        return bool(self._durable and self._durable.recovered_from_damage)
+
+    # -- indexes --------------------------------------------------------
+    def _index(self, key: str, restype: str, doc_id: int) -> None:
+        self._ids[key] = doc_id
+        self._types[key] = restype
+        self._by_type_ns.setdefault((restype, key.split("/", 1)[0]), set()).add(key)
+
+    def _unindex(self, key: str) -> None:
+        self._ids.pop(key, None)
+        restype = self._types.pop(key, None)
+        if restype is not None:
+            bucket = self._by_type_ns.get((restype, key.split("/", 1)[0]))
+            if bucket is not None:
+                bucket.discard(key)
+
+    # -- reads ----------------------------------------------------------
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            doc_id = self._ids.get(key)
+            if doc_id is None:
+                return None
+            doc = self._table.get(doc_id=doc_id)
+            return None if doc is None else doc["value"]
+
+    def contains(self, key: str) -> bool:
+        with self._lock:
+            return key in self._ids
+
+    def list(self, restype: str, namespace: str) -> list[str]:
+        """Values of a type in a namespace, ordered by key (code point order)."""
+        with self._lock:
+            keys = sorted(self._by_type_ns.get((restype, namespace), ()))
+            return [self._table.get(doc_id=self._ids[k])["value"] for k in keys]  # type: ignore[index]
+
+    def items_of_type(self, restype: str) -> list[tuple[str, str]]:
+        """Every (key, value) of a type, ordered by key."""
+        with self._lock:
+            keys = sorted(
+                k for (t, _ns), bucket in self._by_type_ns.items() if t == restype for k in bucket
+            )
+            return [(k, self._table.get(doc_id=self._ids[k])["value"]) for k in keys]  # type: ignore[index]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._ids)
+
+    # -- writes ---------------------------------------------------------
+    def put(self, key: str, restype: str, value: str) -> None:
+        """Insert or replace the document of ``key``."""
+        with self._lock:
+            doc_id = self._ids.get(key)
+            if doc_id is None:
+                doc_id = self._table.insert({"key": key, "type": restype, "value": value})
+                self._index(key, restype, doc_id)
+                self._journal_undo.append(lambda: self._unindex(key))
+                return
+            old_type = self._types[key]
+            self._table.update({"type": restype, "value": value}, doc_ids=[doc_id])
+            if old_type != restype:
+                self._unindex(key)
+                self._index(key, restype, doc_id)
+                self._journal_undo.append(lambda: self._reindex(key, old_type, doc_id))
+
+    def _reindex(self, key: str, restype: str, doc_id: int) -> None:
+        self._unindex(key)
+        self._index(key, restype, doc_id)
+
+    def put_many(self, items: Iterable[tuple[str, str, str]]) -> None:
+        with self._lock:
+            for key, restype, value in items:
+                self.put(key, restype, value)
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; False when it was not there."""
+        with self._lock:
+            doc_id = self._ids.get(key)
+            if doc_id is None:
+                return False
+            restype = self._types[key]
+            self._table.remove(doc_ids=[doc_id])
+            self._unindex(key)
+            self._journal_undo.append(lambda: self._index(key, restype, doc_id))
+            return True
+
+    # -- session: duplicate window and outbox ----------------------------
+    def _load_session(self, records: list[Any]) -> None:
+        for record in records:
+            kind = record[0]
+            if kind == "s":
+                self._remember(record[1])
+            elif kind == "o":
+                self._outbox[record[1]] = record[2]
+                self._seq = max(self._seq, record[1])
+            elif kind == "x":
+                for seq in record[1]:
+                    self._outbox.pop(seq, None)
+
+    def _remember(self, ids: Iterable[str]) -> None:
+        seen = self._seen
+        for msg_id in ids:
+            seen[msg_id] = None
+        while len(seen) > self._window:
+            seen.popitem(last=False)
+
+    def seen(self, msg_id: str) -> bool:
+        with self._lock:
+            return msg_id in self._seen
+
+    def mark_seen(self, ids: list[str]) -> None:
+        if not ids or self._window == 0:
+            return
+        with self._lock:
+            self._remember(ids)
+            if self._durable is not None:
+                self._durable.append_session(["s", ids])
+            self._journal_undo.append(lambda: [self._seen.pop(i, None) for i in ids])
+
+    def add_outbox(self, entries: list[Any]) -> int:
+        """Keep messages to publish with the next commit; returns their batch number."""
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+            self._outbox[seq] = entries
+            if self._durable is not None:
+                self._durable.append_session(["o", seq, entries])
+            self._journal_undo.append(lambda: self._outbox.pop(seq, None))
+            return seq
+
+    def outbox_sent(self, seqs: list[int]) -> None:
+        """Forget batches the broker has confirmed (durable with the next commit)."""
+        with self._lock:
+            for seq in seqs:
+                self._outbox.pop(seq, None)
+            if self._durable is not None and seqs:
+                self._durable.append_session(["x", seqs])
+
+    def outbox(self) -> list[tuple[int, list[Any]]]:
+        with self._lock:
+            return list(self._outbox.items())
+
+    def _session_snapshot(self) -> list[Any]:
+        records: list[Any] = []
+        if self._seen:
+            records.append(["s", list(self._seen)])
+        records.extend(["o", seq, entries] for seq, entries in self._outbox.items())
+        return records
+
+    # -- durability -----------------------------------------------------
+    def commit(self) -> None:
+        """Make every change since the last commit durable (one fsync)."""
+        with self._lock:
+            if self._durable is not None:
+                self._durable.commit()
+                if self._durable.needs_compaction:
+                    self._durable.compact(self._session_snapshot())
+            self._journal_undo.clear()
+
+    def rollback(self) -> None:
+        """Drop every change since the last commit."""
+        with self._lock:
+            if self._durable is not None:
+                self._durable.rollback()
+            for undo in reversed(self._journal_undo):
+                undo()
+            self._journal_undo.clear()
+            self._table.clear_cache()
+
+    def compact(self) -> None:
+        with self._lock:
+            if self._durable is not None:
+                self._durable.compact(self._session_snapshot())
+
+    def close(self) -> None:
+        with self._lock:
+            if self._durable is not None:
+                self._durable.commit()
+                self._durable.compact(self._session_snapshot())
+                self._durable.journal.close()
+            else:
+                self._db.close()
