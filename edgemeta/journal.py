@@ -7,6 +7,7 @@ before it is lost.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import zlib
@@ -55,8 +56,16 @@ def write_atomic(path: Path, chunks: Iterator[bytes] | list[bytes], *, sync: boo
         raise
 
 
+def dumps_safe(value: Any) -> bytes:
+    """Compact JSON; big integers and lone surrogates take the standard encoder (ASCII)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
 def encode_record(record: Any) -> bytes:
-    body = orjson.dumps(record)
+    body = dumps_safe(record)
     return b"%08x %s\n" % (zlib.crc32(body), body)
 
 
@@ -67,7 +76,10 @@ def decode_record(line: bytes) -> Any:
     body = line[9:-1]
     if int(line[:8], 16) != zlib.crc32(body):
         raise ValueError("journal checksum mismatch")
-    return orjson.loads(body)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
 
 
 class Journal:

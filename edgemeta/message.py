@@ -57,6 +57,9 @@ class Message:
     sync: bool = False
     content: Any = None
     raw: bytes | None = field(default=None, repr=False, compare=False)
+    # Transport details of a received message (MQTT 5 properties), never encoded.
+    response_topic: str | None = field(default=None, repr=False, compare=False)
+    correlation: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def namespace(self) -> str:
@@ -97,7 +100,8 @@ class Message:
 
     def replace(self, **changes: Any) -> Message:
         """A copy with some fields changed (and no longer the received text)."""
-        values = {name: getattr(self, name) for name in self.__slots__ if name != "raw"}
+        keep = ("raw", "response_topic", "correlation")
+        values = {name: getattr(self, name) for name in self.__slots__ if name not in keep}
         values.update(changes)
         return Message(**values)
 
@@ -115,7 +119,7 @@ def dumps(value: Any) -> bytes:
     try:
         return orjson.dumps(value)
     except TypeError:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def _reject_constant(name: str) -> Any:
@@ -127,7 +131,8 @@ def loads(data: bytes | str) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
-        return json.loads(data, parse_constant=_reject_constant)
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        return json.loads(text, parse_constant=_reject_constant)
 
 
 def value_text(content: Any) -> str:

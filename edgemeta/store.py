@@ -26,7 +26,7 @@ from tinydb.storages import MemoryStorage, Storage
 from tinydb.table import Table
 
 from .errors import StoreError
-from .journal import Journal, ensure_private_dir, write_atomic
+from .journal import Journal, dumps_safe, ensure_private_dir, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,10 @@ def _snapshot_chunks(data: dict[str, dict[str, Doc]]) -> Iterator[bytes]:
     """TinyDB's JSON layout with one document per line, so a damaged file can be salvaged."""
     yield b"{"
     for t_index, (name, table) in enumerate(data.items()):
-        yield (b",\n" if t_index else b"\n") + orjson.dumps(name) + b": {"
+        yield (b",\n" if t_index else b"\n") + dumps_safe(name) + b": {"
         first = True
         for doc_id, doc in table.items():
-            yield (b"\n" if first else b",\n") + orjson.dumps(doc_id) + b": " + orjson.dumps(doc)
+            yield (b"\n" if first else b",\n") + dumps_safe(doc_id) + b": " + dumps_safe(doc)
             first = False
         yield b"\n}"
     yield b"\n}\n"
@@ -337,7 +337,7 @@ class MetaStore:
         with self._lock:
             return key in self._ids
 
-    def list(self, restype: str, namespace: str) -> list[str]:
+    def values(self, restype: str, namespace: str) -> list[str]:
         """Values of a type in a namespace, ordered by key (code point order)."""
         with self._lock:
             keys = sorted(self._by_type_ns.get((restype, namespace), ()))
@@ -413,6 +413,10 @@ class MetaStore:
         while len(seen) > self._window:
             seen.popitem(last=False)
 
+    def _forget(self, ids: list[str]) -> None:
+        for msg_id in ids:
+            self._seen.pop(msg_id, None)
+
     def seen(self, msg_id: str) -> bool:
         with self._lock:
             return msg_id in self._seen
@@ -424,7 +428,7 @@ class MetaStore:
             self._remember(ids)
             if self._durable is not None:
                 self._durable.append_session(["s", ids])
-            self._journal_undo.append(lambda: [self._seen.pop(i, None) for i in ids])
+            self._journal_undo.append(lambda: self._forget(ids))
 
     def add_outbox(self, entries: list[Any]) -> int:
         """Keep messages to publish with the next commit; returns their batch number."""
@@ -434,8 +438,11 @@ class MetaStore:
             self._outbox[seq] = entries
             if self._durable is not None:
                 self._durable.append_session(["o", seq, entries])
-            self._journal_undo.append(lambda: self._outbox.pop(seq, None))
+            self._journal_undo.append(lambda: self._drop_outbox(seq))
             return seq
+
+    def _drop_outbox(self, seq: int) -> None:
+        self._outbox.pop(seq, None)
 
     def outbox_sent(self, seqs: list[int]) -> None:
         """Forget batches the broker has confirmed (durable with the next commit)."""

@@ -1,0 +1,101 @@
+"""Command line: ``edgemeta run --config FILE``. Logging is configured only here."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from . import __version__
+from .config import DEFAULT_CONFIG_PATH, load_config
+from .errors import ConfigError, StoreError
+
+EXIT_USAGE = 2
+
+DESCRIPTION = """\
+edgemeta keeps an edge node's pods, configmaps, secrets, services, endpoints
+and pod statuses in a local store and routes every change between the cloud
+(hub), edged, edgemesh and edge functions over MQTT topics <prefix>/<group>.
+Watch its traffic with:  mosquitto_sub -t 'beehive/#' -v
+"""
+
+RUN_EPILOG = """\
+Runs until SIGINT or SIGTERM; then finishes the messages already received,
+answers pending remote queries with an error, closes the store, publishes
+'offline' on <prefix>/meta/status and exits 0.
+Environment overrides: EDGEMETA_MQTT_HOST, EDGEMETA_MQTT_PORT, EDGEMETA_DB_PATH.
+Exit status: 0 after a clean stop, 1 when the broker refuses edgemeta,
+2 for a bad configuration or an unusable database.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgemeta",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"edgemeta {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        help="run the metadata manager",
+        description="Run the metadata manager against the configured MQTT broker.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument(
+        "--config",
+        "-c",
+        default=DEFAULT_CONFIG_PATH,
+        metavar="FILE",
+        help=f"YAML configuration (default: {DEFAULT_CONFIG_PATH})",
+    )
+    run.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity (default: INFO)",
+    )
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"edgemeta: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from .service import Service
+
+    try:
+        service = Service(config)
+    except StoreError as exc:
+        print(f"edgemeta: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return service.run(stop)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return _run(args)
+    parser.print_help()
+    return EXIT_USAGE

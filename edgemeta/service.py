@@ -1,0 +1,365 @@
+"""The composition root and the main loop.
+
+One thread (the caller of ``run``) applies handlers in arrival order. It
+takes what has arrived as a batch, applies it, commits the batch with one
+fsync (the store changes, the processed msg_ids and the outbox of messages
+to send), then publishes and acknowledges. Messages committed but not yet
+confirmed by the broker are republished after a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+from .bus import Inbound, MqttBus
+from .cloud import CallDone, RemoteCaller
+from .config import Config
+from .errors import BusError, EdgemetaError, MessageError, StoreError
+from .handlers import Answer, Call, Context, Effect, Forward, Report, handle, set_connection
+from .handlers.context import CloudLink
+from .message import OP_SYNC, Limits, Message, decode, new_error, new_message
+from .replies import Destination, answer_destination, report_payload
+from .store import MetaStore, open_storage
+from .topics import META_GROUP, META_MODULE, Topics, group_of
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 512
+REDELIVERY_DELAY = 5.0
+SHUTDOWN_DRAIN = 4.0
+
+# One queued publish: topic, payload, correlation data.
+Out = tuple[str, bytes, bytes | None]
+
+
+class Service:
+    """edgemeta, built from a Config."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        settings = config.modules.metaManager
+        self.topics = Topics(config.mqtt.topicPrefix, settings.contextSendGroup)
+        self.limits = Limits(config.limits.maxPayloadBytes, config.limits.maxDepth)
+        self.qos = config.mqtt.qos
+        self.store = MetaStore(
+            open_storage(
+                config.database.path,
+                sync=config.database.fsync,
+                compact_after=config.database.compactAfter,
+            ),
+            dedup_window=config.database.dedupWindow,
+        )
+        self.context = Context(
+            self.store, self.topics, settings, CloudLink(edge_site=settings.edgeSite)
+        )
+        self.bridge_topic = settings.bridgeStateTopic
+        self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._confirmed: queue.SimpleQueue[int] = queue.SimpleQueue()
+        subscriptions = [self.topics.meta]
+        if self.bridge_topic:
+            subscriptions.append(self.bridge_topic)
+        self.bus = MqttBus(
+            config.mqtt,
+            subscriptions=subscriptions,
+            status_topic=self.topics.status,
+            deliver=self.inbox.put,
+            on_published=self._confirmed.put,
+        )
+        self.caller = RemoteCaller(self._publish_call, self.inbox.put)
+        self._mid_seq: dict[int, int] = {}
+        self._seq_left: dict[int, int] = {}
+        self._redeliver_at: float | None = None
+        self._outbox_replayed = False
+        self.processed = 0
+
+    # -- publishing -------------------------------------------------------
+    def _publish_call(self, topic: str, message: Message) -> None:
+        self.bus.publish(topic, message.encode(), self.qos)
+
+    def _publish(self, outs: list[Out]) -> list[int]:
+        mids = []
+        for topic, payload, correlation in outs:
+            try:
+                mids.append(self.bus.publish(topic, payload, self.qos, correlation=correlation))
+            except BusError as exc:
+                log.error("%s", exc)
+        return mids
+
+    def _report(self, reason: str, payload: bytes) -> Out:
+        log.warning("reported: %s", reason)
+        return (self.topics.error, report_payload(reason, payload), None)
+
+    # -- applying effects -------------------------------------------------
+    def _apply(self, effects: list[Effect], outs: list[Out], calls: list[Call]) -> None:
+        for effect in effects:
+            if isinstance(effect, Forward):
+                outs.append((effect.topic, effect.message.encode(), None))
+            elif isinstance(effect, Answer):
+                dest = answer_destination(effect.request, self.topics)
+                if isinstance(dest, Destination):
+                    outs.append((dest.topic, effect.message.encode(), dest.correlation))
+                else:
+                    outs.append(self._report(dest, effect.request.encode()))
+            elif isinstance(effect, Report):
+                outs.append(self._report(effect.reason, effect.payload))
+            elif isinstance(effect, Call):
+                calls.append(effect)
+
+    def _bad_message(self, exc: MessageError, item: Inbound, outs: list[Out]) -> None:
+        known = group_of(exc.source, self.topics.cloud_group) is not None
+        if exc.msg_id and (known or item.response_topic):
+            request = Message(
+                msg_id=exc.msg_id,
+                operation="",
+                resource=exc.resource,
+                source=exc.source,
+                group=exc.group,
+                response_topic=item.response_topic,
+                correlation=item.correlation,
+            )
+            request.raw = item.payload
+            self._apply([Answer(request, new_error(request, exc.reason))], outs, [])
+        else:
+            outs.append(self._report(exc.reason, item.payload))
+
+    def _take_inbound(
+        self, item: Inbound, outs: list[Out], calls: list[Call], seen: list[str]
+    ) -> Message | None:
+        if item.topic == self.bridge_topic and item.topic != self.topics.meta:
+            state = item.payload.strip()
+            if state in (b"1", b"0"):
+                self._apply(set_connection(state == b"1", self.context), outs, calls)
+            else:
+                outs.append(self._report("bridge state must be 1 or 0", item.payload))
+            return None
+        try:
+            msg = decode(item.payload, self.limits)
+        except MessageError as exc:
+            self._bad_message(exc, item, outs)
+            return None
+        msg.response_topic = item.response_topic
+        msg.correlation = item.correlation
+        if item.dup and self.store.seen(msg.msg_id):
+            log.info("dropped redelivered message %s (already applied)", msg.msg_id)
+            return None
+        if self.caller.pending.deliver(msg):
+            return None
+        seen.append(msg.msg_id)
+        self._apply(handle(msg, self.context), outs, calls)
+        return msg
+
+    # -- the batch --------------------------------------------------------
+    def _process(self, batch: list[Any]) -> None:
+        outs: list[Out] = []
+        calls: list[Call] = []
+        seen: list[str] = []
+        acks: list[Inbound] = []
+        requests: list[tuple[Message | None, bytes]] = []
+        for item in batch:
+            try:
+                if isinstance(item, Inbound):
+                    acks.append(item)
+                    msg = self._take_inbound(item, outs, calls, seen)
+                    requests.append((msg, item.payload))
+                elif isinstance(item, CallDone):
+                    original = _original_request(item)
+                    requests.append((original, b""))
+                    self._apply(item.call.on_reply(item.reply, item.why), outs, calls)
+            except EdgemetaError as exc:
+                log.error("cannot apply a message: %s", exc)
+            except Exception:
+                log.exception("unexpected failure while applying a message")
+        self.processed += len(acks)
+        try:
+            self.store.mark_seen(seen)
+            seq = self.store.add_outbox(_to_record(outs)) if outs else 0
+            self.store.commit()
+        except (StoreError, OSError) as exc:
+            self.store.rollback()
+            self._storage_failed(exc, requests)
+            return
+        for call in calls:
+            self.caller.start(call)
+        mids = self._publish(outs)
+        if seq:
+            self._track(seq, mids)
+        for item in acks:
+            self.bus.ack(item.mid, item.qos, item.session)
+
+    def _storage_failed(
+        self, exc: BaseException, requests: list[tuple[Message | None, bytes]]
+    ) -> None:
+        reason = f"storage failure, the message will be retried: {exc}"
+        log.error("%s", reason)
+        outs: list[Out] = []
+        for msg, payload in requests:
+            if msg is not None and msg.operation not in ("response", "error"):
+                self._apply([Answer(msg, new_error(msg, reason))], outs, [])
+            outs.append(self._report(reason, payload or (msg.encode() if msg else b"")))
+        self._publish(outs)
+        if self._redeliver_at is None:
+            self._redeliver_at = time.monotonic() + REDELIVERY_DELAY
+
+    def _track(self, seq: int, mids: list[int]) -> None:
+        if not mids:
+            self.store.outbox_sent([seq])
+            return
+        self._seq_left[seq] = len(mids)
+        for mid in mids:
+            self._mid_seq[mid] = seq
+
+    def _confirm(self) -> None:
+        done = []
+        while True:
+            try:
+                mid = self._confirmed.get_nowait()
+            except queue.Empty:
+                break
+            seq = self._mid_seq.pop(mid, None)
+            if seq is None:
+                continue
+            left = self._seq_left[seq] - 1
+            if left:
+                self._seq_left[seq] = left
+            else:
+                del self._seq_left[seq]
+                done.append(seq)
+        if done:
+            self.store.outbox_sent(done)
+
+    def _replay_outbox(self) -> None:
+        pending = self.store.outbox()
+        if pending:
+            log.warning("republishing %d batch(es) committed before the last stop", len(pending))
+        for seq, entries in pending:
+            self._track(seq, self._publish(_from_record(entries)))
+        if self.store.recovered_from_damage:
+            reason = "database was damaged; recovered what was intact (see the log)"
+            self._publish([self._report(reason, b"")])
+        self._outbox_replayed = True
+
+    def _send_sync(self) -> None:
+        message = new_message(OP_SYNC, "", None, source=META_MODULE, group=META_GROUP)
+        self.bus.publish(self.topics.meta, message.encode(), self.qos)
+
+    # -- the loop ---------------------------------------------------------
+    def _take(self, timeout: float) -> list[Any]:
+        try:
+            first = self.inbox.get(timeout=timeout)
+        except queue.Empty:
+            return []
+        batch = [first]
+        while len(batch) < MAX_BATCH:
+            try:
+                batch.append(self.inbox.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def run(self, stop: threading.Event) -> int:
+        """Serve until ``stop`` is set; returns the exit status."""
+        interval = self.config.modules.metaManager.podStatusSyncInterval
+        log.info(
+            "edgemeta: %d records in %s; broker %s:%d; prefix %s",
+            len(self.store),
+            self.config.database.path,
+            self.config.mqtt.host,
+            self.config.mqtt.port,
+            self.topics.prefix,
+        )
+        self.bus.start()
+        next_sync = time.monotonic() + interval
+        status = 0
+        try:
+            while not stop.is_set():
+                if self.bus.fatal is not None:
+                    log.error("cannot continue: %s", self.bus.fatal)
+                    status = 1
+                    break
+                if not self._outbox_replayed and self.bus.online:
+                    self._replay_outbox()
+                now = time.monotonic()
+                batch = self._take(max(0.0, min(next_sync - now, 0.2)))
+                self._confirm()
+                if batch:
+                    self._process(batch)
+                elif self.store_has_pending():
+                    self._commit_quietly()
+                now = time.monotonic()
+                if now >= next_sync:
+                    self._send_sync()
+                    next_sync = max(next_sync + interval, now)
+                if self._redeliver_at is not None and now >= self._redeliver_at:
+                    self._redeliver_at = None
+                    self.bus.request_redelivery()
+        finally:
+            self._shutdown()
+        return status
+
+    def store_has_pending(self) -> bool:
+        durable = self.store._durable
+        return durable is not None and durable.journal.has_pending
+
+    def _commit_quietly(self) -> None:
+        try:
+            self.store.commit()
+        except (StoreError, OSError) as exc:
+            log.error("cannot record confirmed messages: %s", exc)
+
+    def _drain(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            batch = self._take(0.05)
+            self._confirm()
+            if not batch:
+                return
+            self._process(batch)
+
+    def _shutdown(self) -> None:
+        deadline = time.monotonic() + SHUTDOWN_DRAIN
+        try:
+            self._drain(deadline)
+            self.caller.shutdown()
+            self._drain(deadline + 1.0)
+            confirm_by = time.monotonic() + 1.0
+            while self._seq_left and time.monotonic() < confirm_by:
+                with contextlib.suppress(queue.Empty):
+                    self._confirmed.put(self._confirmed.get(timeout=0.05))
+                self._confirm()
+        except Exception:
+            log.exception("failure while stopping")
+        finally:
+            try:
+                self.store.close()
+            except (StoreError, OSError) as exc:
+                log.error("cannot close the store cleanly: %s", exc)
+            self.bus.stop()
+            log.info("stopped")
+
+
+def _original_request(done: CallDone) -> Message | None:
+    on_reply = done.call.on_reply
+    closure = getattr(on_reply, "__closure__", None) or ()
+    for cell in closure:
+        value = cell.cell_contents
+        if isinstance(value, Message):
+            return value
+    return None
+
+
+def _to_record(outs: list[Out]) -> list[Any]:
+    return [
+        [topic, payload.decode("utf-8", "replace"), None if corr is None else corr.hex()]
+        for topic, payload, corr in outs
+    ]
+
+
+def _from_record(entries: list[Any]) -> list[Out]:
+    return [
+        (topic, text.encode(), None if corr is None else bytes.fromhex(corr))
+        for topic, text, corr in entries
+    ]

@@ -1,0 +1,77 @@
+#!/bin/sh
+# Render mosquitto/edge-bridge.conf for one edge node; the result goes to stdout.
+#
+#   scripts/render-bridge-conf.sh NODE CLOUD_HOST CLOUD_PORT [LOCAL_PORT] [DATA_DIR] > edge.conf
+#
+#   NODE        node name, one topic level (letters, digits, . _ -): the node's
+#               topic prefix becomes beehive/NODE
+#   CLOUD_HOST  host name or IPv4 address of the cloud broker
+#   CLOUD_PORT  port of the cloud broker (1883, or 8883 with TLS)
+#   LOCAL_PORT  loopback port of the edge broker (default 1883)
+#   DATA_DIR    persistence directory of the edge broker (default
+#               /var/lib/mosquitto/); it must exist and be writable by the broker
+#
+# Example (cloud broker from mosquitto/cloud.conf on this machine):
+#   mkdir -p /tmp/edge-a
+#   scripts/render-bridge-conf.sh node-a 127.0.0.1 1884 1883 /tmp/edge-a > /tmp/edge-a/edge.conf
+#   mosquitto -c /tmp/edge-a/edge.conf
+set -eu
+
+usage() {
+    echo "usage: $0 NODE CLOUD_HOST CLOUD_PORT [LOCAL_PORT] [DATA_DIR]" >&2
+    exit 2
+}
+
+fail() {
+    echo "$0: $1" >&2
+    exit 2
+}
+
+check_port() {
+    case "$2" in
+        '' | *[!0-9]*) fail "$1 must be a port number, got '$2'" ;;
+    esac
+    [ "$2" -ge 1 ] && [ "$2" -le 65535 ] || fail "$1 must be within 1-65535, got '$2'"
+}
+
+[ $# -ge 3 ] && [ $# -le 5 ] || usage
+
+node=$1
+cloud_host=$2
+cloud_port=$3
+local_port=${4:-1883}
+data_dir=${5:-/var/lib/mosquitto/}
+
+# The node name becomes one topic level and a client id: no "/", "+", "#",
+# spaces or anything sed would read as syntax.
+case "$node" in
+    '' | *[!A-Za-z0-9._-]*) fail "NODE must be letters, digits, '.', '_' or '-', got '$node'" ;;
+esac
+case "$cloud_host" in
+    '' | *[!A-Za-z0-9.-]*) fail "CLOUD_HOST must be a host name or IPv4 address, got '$cloud_host'" ;;
+esac
+check_port CLOUD_PORT "$cloud_port"
+check_port LOCAL_PORT "$local_port"
+case "$data_dir" in
+    /*) ;;
+    *) fail "DATA_DIR must be an absolute path, got '$data_dir'" ;;
+esac
+case "$data_dir" in
+    *[\|\&\\[:space:]]*) fail "DATA_DIR must not contain '|', '&', '\\' or spaces" ;;
+esac
+# Mosquitto appends the file name to persistence_location as is.
+case "$data_dir" in
+    */) ;;
+    *) data_dir="$data_dir/" ;;
+esac
+
+template="$(dirname "$0")/../mosquitto/edge-bridge.conf"
+[ -r "$template" ] || fail "template not found: $template"
+
+sed \
+    -e "s|@NODE@|$node|g" \
+    -e "s|@CLOUD_HOST@|$cloud_host|g" \
+    -e "s|@CLOUD_PORT@|$cloud_port|g" \
+    -e "s|@LOCAL_PORT@|$local_port|g" \
+    -e "s|@DATA_DIR@|$data_dir|g" \
+    "$template"

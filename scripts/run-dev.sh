@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Run edgemeta for development:
+#   scripts/run-dev.sh [CONFIG]        (default conf/edge.yaml; `make run` calls this)
+# If nothing listens at the configured broker address and that address is the
+# one mosquitto/mosquitto.conf listens on, start that broker in the background
+# (from the repository root, data in data/mosquitto/) and stop it when
+# edgemeta exits.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+# Job control: each background job gets its own process group, so Ctrl-C in
+# the terminal reaches only this script, not the broker nor edgemeta.
+set -m
+config=${1:-conf/edge.yaml}
+python=.venv/bin/python
+broker_conf=mosquitto/mosquitto.conf
+broker_pid=""
+service_pid=""
+
+# Broker address as edgemeta will see it: config file, then environment
+# (an empty variable counts as unset), then the defaults.
+address=$(
+    "$python" - "$config" <<'PY'
+import os
+import sys
+
+import yaml
+
+host, port = "127.0.0.1", 1883
+try:
+    with open(sys.argv[1], encoding="utf-8") as f:
+        doc = yaml.safe_load(f) or {}
+    mqtt = doc.get("mqtt") if isinstance(doc, dict) else None
+    if isinstance(mqtt, dict):
+        host = mqtt.get("host", host)
+        port = mqtt.get("port", port)
+except (OSError, yaml.YAMLError):
+    pass  # edgemeta itself reports a missing or invalid config
+host = os.environ.get("EDGEMETA_MQTT_HOST") or host
+port = os.environ.get("EDGEMETA_MQTT_PORT") or port
+print(host, port)
+PY
+)
+read -r host port <<<"$address"
+
+listening() {
+    timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$host" "$port" 2>/dev/null
+}
+
+stop_broker() {
+    if [ -n "$broker_pid" ] && kill -0 "$broker_pid" 2>/dev/null; then
+        echo "run-dev: stopping mosquitto (pid $broker_pid)"
+        kill -TERM "$broker_pid"
+        wait "$broker_pid" || true
+    fi
+}
+
+start_broker() {
+    local conf_port
+    conf_port=$(awk '$1 == "listener" { print $2; exit }' "$broker_conf")
+    case "$host" in
+        127.* | localhost) ;;
+        *) conf_port="" ;;
+    esac
+    if [ "$port" != "$conf_port" ]; then
+        echo "run-dev: no MQTT broker at $host:$port, and $broker_conf listens on" \
+            "127.0.0.1:${conf_port:-?}; start a broker at $host:$port or change" \
+            "mqtt.host/mqtt.port (or EDGEMETA_MQTT_HOST/EDGEMETA_MQTT_PORT)" >&2
+        exit 1
+    fi
+    local mosquitto
+    mosquitto=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+    mkdir -p data/mosquitto
+    if [ "$(id -u)" -eq 0 ]; then
+        # mosquitto started as root switches to the `mosquitto` user (or
+        # `nobody` where that user does not exist), which must own its data.
+        if id mosquitto >/dev/null 2>&1; then
+            chown mosquitto data/mosquitto
+        else
+            chown nobody data/mosquitto
+        fi
+    fi
+    echo "run-dev: starting mosquitto on 127.0.0.1:$port (log: data/mosquitto.log)"
+    "$mosquitto" -c "$broker_conf" </dev/null >>data/mosquitto.log 2>&1 &
+    broker_pid=$!
+    trap stop_broker EXIT
+    local tries=100
+    until listening; do
+        if ! kill -0 "$broker_pid" 2>/dev/null || [ "$tries" -eq 0 ]; then
+            echo "run-dev: mosquitto did not start; tail of data/mosquitto.log:" >&2
+            tail -n 20 data/mosquitto.log >&2
+            exit 1
+        fi
+        tries=$((tries - 1))
+        sleep 0.1
+    done
+}
+
+if listening; then
+    echo "run-dev: using the MQTT broker at $host:$port"
+else
+    start_broker
+fi
+
+mkdir -p data
+# edgemeta runs as a background job; this script turns Ctrl-C into one
+# SIGTERM for it, and stops the broker only once edgemeta has exited.
+.venv/bin/edgemeta run --config "$config" </dev/null &
+service_pid=$!
+trap 'kill -TERM "$service_pid" 2>/dev/null || true' INT TERM
+status=0
+while true; do
+    wait "$service_pid" && status=0 || status=$?
+    kill -0 "$service_pid" 2>/dev/null || break
+done
+exit "$status"
