@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from types import FrameType
 
 from . import __version__
+from .commands import register as register_commands
+from .commands.logs import configure_logging
 from .config import DEFAULT_CONFIG_PATH, load_config
 from .errors import ConfigError, StoreError
 
@@ -61,15 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log verbosity (default: INFO)",
     )
+    run.add_argument(
+        "--log-format",
+        default="human",
+        choices=["human", "json"],
+        help="log lines for people (default) or JSON lines for a log collector",
+    )
+    register_commands(commands)
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level, args.log_format)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -97,5 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         return _run(args)
+    handler = getattr(args, "handler", None)
+    if handler is not None:
+        # Tools log progress and problems to stderr; their results go to stdout.
+        logging.basicConfig(level=logging.INFO, format="edgemeta: %(message)s", stream=sys.stderr)
+        status: int = handler(args)
+        return status
     parser.print_help()
     return EXIT_USAGE

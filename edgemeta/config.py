@@ -72,11 +72,19 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    port: int = 0
+    address: str = "127.0.0.1"
+    statsInterval: float = 0
+
+
+@dataclass(frozen=True)
 class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     modules: ModulesConfig = field(default_factory=ModulesConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 # Range checks: dotted key -> (predicate, what the value must be).
@@ -102,6 +110,9 @@ _RULES: dict[str, tuple[Any, str]] = {
     "modules.metaManager.volumeTimeout": (lambda v: v > 0, "> 0"),
     "limits.maxPayloadBytes": (lambda v: v >= 1024, ">= 1024"),
     "limits.maxDepth": (lambda v: v >= 2, ">= 2"),
+    "metrics.port": (lambda v: 0 <= v <= 65535, "between 0 (off) and 65535"),
+    "metrics.address": (bool, "a non-empty address"),
+    "metrics.statsInterval": (lambda v: v >= 0, ">= 0 (0 = off)"),
 }
 
 _ENV_OVERRIDES = (
@@ -179,7 +190,9 @@ def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
                 raise ConfigError(f"{var}: must be {wanted}, got {value!r}")
         else:
             value = text
-        sect = raw.setdefault(section, {})
+        sect = raw.get(section)
+        if sect is None:  # "mqtt:" with nothing under it is an empty section
+            sect = raw[section] = {}
         if not isinstance(sect, dict):
             raise ConfigError(f"{section}: must be a mapping, not {type(sect).__name__}")
         sect[key] = value

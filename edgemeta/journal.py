@@ -1,25 +1,41 @@
 """Append-only journal with group commit, and atomic file replacement.
 
 Each record is one line: eight hex digits of CRC-32, a space, compact JSON.
-A torn or corrupt tail (power cut mid-write) is cut off at recovery; nothing
-before it is lost.
+Every commit ends with a commit marker, so a batch is replayed whole or not
+at all: a torn or corrupt tail (power cut mid-write) is cut off at recovery
+and nothing committed before it is lost.
 """
 
 from __future__ import annotations
 
-import json
+import errno
 import logging
 import os
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from .errors import StoreError
+from .jsontext import dumps as dumps_safe
+from .jsontext import loads as loads_safe
 
 log = logging.getLogger(__name__)
+
+COMMIT = ["c"]
+
+__all__ = [
+    "Journal",
+    "decode_record",
+    "dumps_safe",
+    "encode_record",
+    "ensure_private_dir",
+    "fsync_dir",
+    "loads_safe",
+    "set_aside",
+    "write_atomic",
+]
 
 
 def fsync_dir(path: Path) -> None:
@@ -56,17 +72,28 @@ def write_atomic(path: Path, chunks: Iterator[bytes] | list[bytes], *, sync: boo
         raise
 
 
-def dumps_safe(value: Any) -> bytes:
-    """Compact JSON; big integers and lone surrogates take the standard encoder (ASCII)."""
-    try:
-        return orjson.dumps(value)
-    except TypeError:
-        return json.dumps(value, separators=(",", ":")).encode()
+def set_aside(path: Path, data: bytes | None = None) -> Path:
+    """Keep a damaged file as ``<name>.corrupt-<time>-<n>`` (0600); returns its path."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for n in range(1000):
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        if not aside.exists():
+            break
+    if data is None:
+        os.replace(path, aside)
+    else:
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+    return aside
 
 
 def encode_record(record: Any) -> bytes:
     body = dumps_safe(record)
     return b"%08x %s\n" % (zlib.crc32(body), body)
+
+
+_COMMIT_LINE = encode_record(COMMIT)
 
 
 def decode_record(line: bytes) -> Any:
@@ -76,10 +103,7 @@ def decode_record(line: bytes) -> Any:
     body = line[9:-1]
     if int(line[:8], 16) != zlib.crc32(body):
         raise ValueError("journal checksum mismatch")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return json.loads(body)
+    return loads_safe(body)
 
 
 class Journal:
@@ -90,11 +114,19 @@ class Journal:
         self.sync_enabled = sync
         self._pending: list[bytes] = []
         self._fd: int | None = None
+        self._open_error: OSError | None = None
         self._good_size = 0
         self.records_written = 0
+        self.records_at_reset = 0
+        self.damaged = False
+
+    @property
+    def replayed_bytes(self) -> int:
+        """Bytes of intact records ``replay`` has read so far (its progress)."""
+        return self._good_size
 
     def replay(self) -> Iterator[Any]:
-        """Yield every intact record; cut a torn tail, set a corrupt file aside."""
+        """Yield the records of every committed batch; cut what follows the last one."""
         self._good_size = 0
         if not self.path.exists():
             return
@@ -102,49 +134,73 @@ class Journal:
             data = src.read()
         offset = 0
         count = 0
+        batch: list[Any] = []
+        problem = ""
         while offset < len(data):
             end = data.find(b"\n", offset)
             line = data[offset:] if end < 0 else data[offset : end + 1]
             try:
                 record = decode_record(line)
             except ValueError:
-                self._cut(data, offset, end)
+                torn_tail = end < 0 or end == len(data) - 1
+                problem = "torn" if torn_tail else "corrupt"
                 break
             offset += len(line)
-            self._good_size = offset
-            count += 1
-            yield record
-        self.records_written = count
-
-    def _cut(self, data: bytes, offset: int, end: int) -> None:
-        rest = data[offset:]
-        torn_tail = end < 0 or end == len(data) - 1
-        if torn_tail:
-            log.warning(
-                "journal %s: torn last record (%d bytes) dropped; it was never acknowledged",
-                self.path,
-                len(rest),
-            )
+            if record == COMMIT:
+                count += len(batch)
+                yield from batch
+                batch = []
+                self._good_size = offset
+            else:
+                batch.append(record)
         else:
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{os.getpid()}")
-            aside.write_bytes(data)
+            if batch:
+                problem = "uncommitted"
+        self.records_written = count
+        if problem:
+            self._cut(data, problem)
+
+    def _cut(self, data: bytes, problem: str) -> None:
+        good = self._good_size
+        if problem == "corrupt":
+            self.damaged = True
+            aside = set_aside(self.path, data)
             log.error(
-                "journal %s: corrupt record at byte %d; kept %d intact bytes, "
-                "the whole damaged file is saved as %s",
+                "JOURNAL DAMAGED: %s has a corrupt record after byte %d; kept every batch "
+                "committed before it, the whole damaged file is saved as %s",
                 self.path,
-                offset,
-                offset,
+                good,
                 aside,
             )
+        else:
+            log.warning(
+                "journal %s: torn last record dropped (%d bytes of a batch that was never "
+                "committed, so never acknowledged)",
+                self.path,
+                len(data) - good,
+            )
         with open(self.path, "r+b") as f:
-            f.truncate(offset)
+            f.truncate(good)
             f.flush()
             os.fsync(f.fileno())
 
     def open(self) -> None:
+        """Open for appending; a read-only file is noted and retried at each commit."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-        self._fd = os.open(self.path, flags, 0o600)
+        try:
+            self._fd = os.open(self.path, flags, 0o600)
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC):
+                raise
+            self._open_error = exc
+            log.error("journal %s cannot be written (%s): serving read-only", self.path, exc)
+            return
+        self._open_error = None
         self._good_size = os.fstat(self._fd).st_size
+
+    @property
+    def writable(self) -> bool:
+        return self._fd is not None
 
     def append(self, record: Any) -> None:
         """Buffer a record; it becomes durable at the next ``commit``."""
@@ -158,7 +214,7 @@ class Journal:
         self._pending.clear()
 
     def commit(self) -> None:
-        """Write every buffered record and fsync once (group commit).
+        """Write every buffered record and a commit marker, then fsync once (group commit).
 
         On failure the file is cut back to its last durable size and the
         buffered records are kept for the caller to discard or retry.
@@ -166,7 +222,15 @@ class Journal:
         if not self._pending:
             return
         if self._fd is None:
-            raise StoreError(f"journal {self.path} is not open")
+            try:
+                self.open()
+            except OSError as exc:
+                raise StoreError(f"cannot open {self.path}: {exc.strerror or exc}") from exc
+            if self._fd is None:
+                exc = self._open_error
+                reason = exc.strerror if exc is not None else "not open"
+                raise StoreError(f"cannot write {self.path}: {reason}")
+        self._pending.append(_COMMIT_LINE)
         data = b"".join(self._pending)
         try:
             written = 0
@@ -176,10 +240,11 @@ class Journal:
             if self.sync_enabled:
                 os.fdatasync(self._fd)
         except OSError as exc:
+            self._pending.pop()
             self._truncate_back()
             raise StoreError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         self._good_size += len(data)
-        self.records_written += len(self._pending)
+        self.records_written += len(self._pending) - 1
         self._pending.clear()
 
     def _truncate_back(self) -> None:
@@ -189,12 +254,21 @@ class Journal:
         except OSError as exc:
             log.error("journal %s: cannot cut back a failed write: %s", self.path, exc)
 
+    @property
+    def records_since_reset(self) -> int:
+        return self.records_written - self.records_at_reset
+
     def reset(self, records: list[Any]) -> None:
         """Atomically replace the journal with ``records`` (after a snapshot)."""
+        lines = [encode_record(r) for r in records]
+        if lines:
+            lines.append(_COMMIT_LINE)
         self.close()
-        write_atomic(self.path, [encode_record(r) for r in records], sync=self.sync_enabled)
-        self.records_written = len(records)
-        self.open()
+        try:
+            write_atomic(self.path, lines, sync=self.sync_enabled)
+        finally:
+            self.open()
+        self.records_written = self.records_at_reset = len(records)
 
     def close(self) -> None:
         if self._fd is not None:

@@ -8,9 +8,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from .errors import MessageError
+from .jsontext import dumps as _dumps
+from .jsontext import loads
 
 OP_INSERT = "insert"
 OP_UPDATE = "update"
@@ -116,23 +116,7 @@ def new_id() -> str:
 
 def dumps(value: Any) -> bytes:
     """Compact JSON bytes; falls back to the standard encoder for what orjson refuses."""
-    try:
-        return orjson.dumps(value)
-    except TypeError:
-        return json.dumps(value, separators=(",", ":")).encode()
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def loads(data: bytes | str) -> Any:
-    """Parse JSON text; big integers and lone surrogates take the standard parser."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        text = data.decode("utf-8") if isinstance(data, bytes) else data
-        return json.loads(text, parse_constant=_reject_constant)
+    return _dumps(value)
 
 
 def value_text(content: Any) -> str:
@@ -213,8 +197,11 @@ def from_dict(data: dict[str, Any], raw: bytes | None = None) -> Message:
     # Identify the sender as far as possible first, so a bad message can be answered.
     hdr = header if isinstance(header, dict) else {}
     rte = route if isinstance(route, dict) else {}
+    # A response or an error is never answered (SPEC section 3): without its
+    # msg_id, a bad one is reported instead.
+    answerable = rte.get("operation") not in (OP_RESPONSE, OP_ERROR)
     ident = {
-        "msg_id": _usable_str(hdr.get("msg_id")),
+        "msg_id": _usable_str(hdr.get("msg_id")) if answerable else "",
         "source": _usable_str(rte.get("source")),
         "group": _usable_str(rte.get("group")),
         "resource": _usable_str(rte.get("resource")),

@@ -20,18 +20,33 @@ from .bus import Inbound, MqttBus
 from .cloud import CallDone, RemoteCaller
 from .config import Config
 from .errors import BusError, EdgemetaError, MessageError, StoreError
-from .handlers import Answer, Call, Context, Effect, Forward, Report, handle, set_connection
+from .handlers import (
+    Answer,
+    Call,
+    Context,
+    Effect,
+    Forward,
+    Report,
+    handle,
+    pod_status_sync,
+    set_connection,
+)
 from .handlers.context import CloudLink
-from .message import OP_SYNC, Limits, Message, decode, new_error, new_message
+from .message import OP_ERROR, Limits, Message, decode, dumps, new_error
+from .metrics import BRIDGE_STATE, INVALID, REPORT, MetricsServer, ServiceMetrics, stats_topic
 from .replies import Destination, answer_destination, report_payload
 from .store import MetaStore, open_storage
-from .topics import META_GROUP, META_MODULE, Topics, group_of
+from .topics import Topics, group_of
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 512
 REDELIVERY_DELAY = 5.0
+MAX_REDELIVERY_DELAY = 60.0
 SHUTDOWN_DRAIN = 4.0
+
+#: The timer's meta-internal-sync, queued behind what has already arrived.
+SYNC_TICK = object()
 
 # One queued publish: topic, payload, correlation data.
 Out = tuple[str, bytes, bytes | None]
@@ -51,12 +66,16 @@ class Service:
                 config.database.path,
                 sync=config.database.fsync,
                 compact_after=config.database.compactAfter,
+                lock=True,
             ),
             dedup_window=config.database.dedupWindow,
         )
         self.context = Context(
             self.store, self.topics, settings, CloudLink(edge_site=settings.edgeSite)
         )
+        self.metrics = ServiceMetrics(self.topics)
+        self.metrics.set_records(len(self.store))
+        self._metrics_server: MetricsServer | None = None
         self.bridge_topic = settings.bridgeStateTopic
         self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._confirmed: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -74,11 +93,16 @@ class Service:
         self._mid_seq: dict[int, int] = {}
         self._seq_left: dict[int, int] = {}
         self._redeliver_at: float | None = None
-        self._outbox_replayed = False
+        self._redelivery_delay = REDELIVERY_DELAY
+        self._last_unsafe_warning = -1e9
+        # Batches committed but not confirmed before the last stop: sent before anything new.
+        self._to_replay: list[tuple[int, list[Any]]] | None = self.store.outbox()
         self.processed = 0
 
     # -- publishing -------------------------------------------------------
     def _publish_call(self, topic: str, message: Message) -> None:
+        self.metrics.call_attempt(message.msg_id, message.operation)
+        self.metrics.sent(topic, message.operation)
         self.bus.publish(topic, message.encode(), self.qos)
 
     def _publish(self, outs: list[Out]) -> list[int]:
@@ -92,6 +116,8 @@ class Service:
 
     def _report(self, reason: str, payload: bytes) -> Out:
         log.warning("reported: %s", reason)
+        self.metrics.error(REPORT)
+        self.metrics.sent(self.topics.error, REPORT)
         return (self.topics.error, report_payload(reason, payload), None)
 
     # -- applying effects -------------------------------------------------
@@ -99,10 +125,14 @@ class Service:
         for effect in effects:
             if isinstance(effect, Forward):
                 outs.append((effect.topic, effect.message.encode(), None))
+                self.metrics.sent(effect.topic, effect.message.operation)
             elif isinstance(effect, Answer):
+                if effect.message.operation == OP_ERROR:
+                    self.metrics.error("error_answer")
                 dest = answer_destination(effect.request, self.topics)
                 if isinstance(dest, Destination):
                     outs.append((dest.topic, effect.message.encode(), dest.correlation))
+                    self.metrics.sent(dest.topic, effect.message.operation)
                 else:
                     outs.append(self._report(dest, effect.request.encode()))
             elif isinstance(effect, Report):
@@ -131,6 +161,7 @@ class Service:
         self, item: Inbound, outs: list[Out], calls: list[Call], seen: list[str]
     ) -> Message | None:
         if item.topic == self.bridge_topic and item.topic != self.topics.meta:
+            self.metrics.received(item.topic, BRIDGE_STATE)
             state = item.payload.strip()
             if state in (b"1", b"0"):
                 self._apply(set_connection(state == b"1", self.context), outs, calls)
@@ -140,8 +171,11 @@ class Service:
         try:
             msg = decode(item.payload, self.limits)
         except MessageError as exc:
+            self.metrics.received(item.topic, INVALID)
+            self.metrics.error("invalid_message")
             self._bad_message(exc, item, outs)
             return None
+        self.metrics.received(item.topic, msg.operation)
         msg.response_topic = item.response_topic
         msg.correlation = item.correlation
         if item.dup and self.store.seen(msg.msg_id):
@@ -166,23 +200,43 @@ class Service:
                     acks.append(item)
                     msg = self._take_inbound(item, outs, calls, seen)
                     requests.append((msg, item.payload))
+                elif item is SYNC_TICK:
+                    self._apply(pod_status_sync(self.context), outs, calls)
                 elif isinstance(item, CallDone):
+                    self.metrics.call_ended(
+                        item.call.outbound.msg_id, item.call.outbound.operation, _outcome(item)
+                    )
                     original = _original_request(item)
                     requests.append((original, b""))
                     self._apply(item.call.on_reply(item.reply, item.why), outs, calls)
             except EdgemetaError as exc:
+                self.metrics.error("internal")
                 log.error("cannot apply a message: %s", exc)
             except Exception:
+                self.metrics.error("internal")
                 log.exception("unexpected failure while applying a message")
         self.processed += len(acks)
+        changed = False
         try:
             self.store.mark_seen(seen)
             seq = self.store.add_outbox(_to_record(outs)) if outs else 0
-            self.store.commit()
+            changed = self.store.has_uncommitted_changes
+            with self.metrics.commit_seconds.time():
+                self.store.commit()
         except (StoreError, OSError) as exc:
             self.store.rollback()
-            self._storage_failed(exc, requests)
-            return
+            if changed:
+                self._storage_failed(exc, requests)
+                return
+            # Nothing of the store changed (queries, forwards): answer without the
+            # crash-safe outbox rather than not at all.
+            seq = 0
+            self._warn_unsafe(exc)
+        else:
+            if changed:
+                self._redelivery_delay = REDELIVERY_DELAY
+        self.metrics.set_records(len(self.store))
+        self.metrics.set_cloud(self._cloud_state())
         for call in calls:
             self.caller.start(call)
         mids = self._publish(outs)
@@ -195,6 +249,7 @@ class Service:
         self, exc: BaseException, requests: list[tuple[Message | None, bytes]]
     ) -> None:
         reason = f"storage failure, the message will be retried: {exc}"
+        self.metrics.error("storage")
         log.error("%s", reason)
         outs: list[Out] = []
         for msg, payload in requests:
@@ -203,7 +258,14 @@ class Service:
             outs.append(self._report(reason, payload or (msg.encode() if msg else b"")))
         self._publish(outs)
         if self._redeliver_at is None:
-            self._redeliver_at = time.monotonic() + REDELIVERY_DELAY
+            self._redeliver_at = time.monotonic() + self._redelivery_delay
+            self._redelivery_delay = min(self._redelivery_delay * 2, MAX_REDELIVERY_DELAY)
+
+    def _warn_unsafe(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_unsafe_warning > 60:
+            self._last_unsafe_warning = now
+            log.warning("storage failure (%s): answering without the crash-safe outbox", exc)
 
     def _track(self, seq: int, mids: list[int]) -> None:
         if not mids:
@@ -223,17 +285,18 @@ class Service:
             seq = self._mid_seq.pop(mid, None)
             if seq is None:
                 continue
-            left = self._seq_left[seq] - 1
-            if left:
+            left = self._seq_left.get(seq, 0) - 1
+            if left > 0:
                 self._seq_left[seq] = left
-            else:
+            elif left == 0:
                 del self._seq_left[seq]
                 done.append(seq)
         if done:
             self.store.outbox_sent(done)
 
     def _replay_outbox(self) -> None:
-        pending = self.store.outbox()
+        pending = self._to_replay or []
+        self._to_replay = None
         if pending:
             log.warning("republishing %d batch(es) committed before the last stop", len(pending))
         for seq, entries in pending:
@@ -241,11 +304,33 @@ class Service:
         if self.store.recovered_from_damage:
             reason = "database was damaged; recovered what was intact (see the log)"
             self._publish([self._report(reason, b"")])
-        self._outbox_replayed = True
+
+    def _cloud_state(self) -> bool | None:
+        link = self.context.link
+        return True if link.connected else False if link.known_disconnected else None
+
+    def _publish_stats(self) -> None:
+        snapshot = self.metrics.snapshot(self._cloud_state())
+        try:
+            self.bus.publish(stats_topic(self.topics), dumps(snapshot), self.qos, retain=True)
+        except BusError as exc:
+            log.error("%s", exc)
+
+    def _serve_metrics(self) -> None:
+        settings = self.config.metrics
+        if not settings.port:
+            return
+        try:
+            self._metrics_server = self.metrics.serve(settings.address, settings.port)
+        except OSError as exc:
+            log.error("cannot serve metrics on %s:%d: %s", settings.address, settings.port, exc)
+            return
+        log.info("metrics on http://%s:%d/metrics", settings.address, settings.port)
 
     def _send_sync(self) -> None:
-        message = new_message(OP_SYNC, "", None, source=META_MODULE, group=META_GROUP)
-        self.bus.publish(self.topics.meta, message.encode(), self.qos)
+        # Handed to the main loop directly: on a broker with ACLs edgemeta may not
+        # write <prefix>/meta, and a sync needs no round trip through the broker.
+        self.inbox.put(SYNC_TICK)
 
     # -- the loop ---------------------------------------------------------
     def _take(self, timeout: float) -> list[Any]:
@@ -272,8 +357,11 @@ class Service:
             self.config.mqtt.port,
             self.topics.prefix,
         )
+        self._serve_metrics()
         self.bus.start()
         next_sync = time.monotonic() + interval
+        stats_every = self.config.metrics.statsInterval
+        next_stats = time.monotonic() + stats_every if stats_every else None
         status = 0
         try:
             while not stop.is_set():
@@ -281,7 +369,10 @@ class Service:
                     log.error("cannot continue: %s", self.bus.fatal)
                     status = 1
                     break
-                if not self._outbox_replayed and self.bus.online:
+                if self._to_replay is not None:
+                    if not self.bus.online:
+                        stop.wait(0.05)
+                        continue
                     self._replay_outbox()
                 now = time.monotonic()
                 batch = self._take(max(0.0, min(next_sync - now, 0.2)))
@@ -294,6 +385,9 @@ class Service:
                 if now >= next_sync:
                     self._send_sync()
                     next_sync = max(next_sync + interval, now)
+                if next_stats is not None and now >= next_stats and self.bus.online:
+                    self._publish_stats()
+                    next_stats = now + stats_every
                 if self._redeliver_at is not None and now >= self._redeliver_at:
                     self._redeliver_at = None
                     self.bus.request_redelivery()
@@ -338,6 +432,8 @@ class Service:
             except (StoreError, OSError) as exc:
                 log.error("cannot close the store cleanly: %s", exc)
             self.bus.stop()
+            if self._metrics_server is not None:
+                self._metrics_server.close()
             log.info("stopped")
 
 
@@ -349,6 +445,12 @@ def _original_request(done: CallDone) -> Message | None:
         if isinstance(value, Message):
             return value
     return None
+
+
+def _outcome(done: CallDone) -> str:
+    if done.reply is None:
+        return "no_reply"
+    return "error" if done.reply.operation == OP_ERROR else "response"
 
 
 def _to_record(outs: list[Out]) -> list[Any]:

@@ -10,28 +10,43 @@ key and by (type, namespace).
 
 from __future__ import annotations
 
+import copy
+import errno
+import fcntl
 import logging
 import os
 import re
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
-import orjson
 from tinydb import TinyDB
 from tinydb.storages import MemoryStorage, Storage
-from tinydb.table import Table
+from tinydb.table import Document, Table
 
 from .errors import StoreError
-from .journal import Journal, dumps_safe, ensure_private_dir, write_atomic
+from .journal import (
+    Journal,
+    dumps_safe,
+    ensure_private_dir,
+    loads_safe,
+    set_aside,
+    write_atomic,
+)
+from .progress import Progress
 
 log = logging.getLogger(__name__)
 
 TABLE = "meta"
 Doc = dict[str, Any]
+
+
+class DatabaseInUse(StoreError):
+    """Another process (a running edgemeta, a ``db`` command) holds the database's lock."""
+
+
 _TABLE_LINE = re.compile(rb'^"((?:[^"\\]|\\.)*)": \{$')
 
 
@@ -55,13 +70,13 @@ def _salvage(raw: bytes) -> dict[str, dict[str, Doc]]:
     for line in raw.splitlines():
         m = _TABLE_LINE.match(line.lstrip(b"{,").strip())
         if m:
-            current = data.setdefault(orjson.loads(b'"' + m.group(1) + b'"'), {})
+            current = data.setdefault(loads_safe(b'"' + m.group(1) + b'"'), {})
             continue
         if current is None:
             continue
         try:
-            entry = orjson.loads(b"{" + line.rstrip().rstrip(b",") + b"}")
-        except orjson.JSONDecodeError:
+            entry = loads_safe(b"{" + line.rstrip().rstrip(b",") + b"}")
+        except ValueError:
             continue
         for doc_id, doc in entry.items():
             if isinstance(doc, dict):
@@ -77,18 +92,62 @@ class DurableStorage(Storage):
     durable with one fsync; ``rollback`` undoes them in memory.
     """
 
-    def __init__(self, path: str | Path, *, sync: bool = True, compact_after: int = 100_000):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        sync: bool = True,
+        compact_after: int = 100_000,
+        lock: bool = False,
+    ):
         self.path = Path(path)
         self.compact_after = compact_after
         ensure_private_dir(self.path.parent)
+        self._lock_fd: int | None = self._acquire_lock() if lock else None
         self.journal = Journal(self.path.with_name(self.path.name + ".journal"), sync=sync)
         self._undo: list[tuple[str, str, Doc | None]] = []
         self._undo_full: dict[str, dict[str, Doc]] | None = None
         self.session_records: list[Any] = []
         self.recovered_from_damage = False
-        self._data = self._load_snapshot()
-        self._replay()
-        self.journal.open()
+        try:
+            self._data = self._load_snapshot()
+            self._replay()
+            self.journal.open()
+            if self.journal.damaged:
+                self.recovered_from_damage = True
+            if self.recovered_from_damage and self.journal.writable:
+                # What was salvaged exists only in memory until a new snapshot holds it.
+                self.compact(self.session_records)
+        except BaseException:
+            self.unlock()
+            raise
+
+    # -- the advisory lock: one process at a time owns the files -----------
+    def _acquire_lock(self) -> int:
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES) or not lock_path.exists():
+                raise
+            fd = os.open(lock_path, os.O_RDONLY)  # a read-only disk: flock still works
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DatabaseInUse(
+                f"database {self.path} is in use by another process (it holds {lock_path})"
+            ) from None
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
+
+    def unlock(self) -> None:
+        """Release the advisory lock (the file stays: removing it would race)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # -- start-up -------------------------------------------------------
     def _load_snapshot(self) -> dict[str, dict[str, Doc]]:
@@ -101,13 +160,12 @@ class DurableStorage(Storage):
         if not raw.strip():
             return {}
         try:
-            data = orjson.loads(raw)
+            data = loads_safe(raw)
             if not isinstance(data, dict) or not all(isinstance(t, dict) for t in data.values()):
                 raise ValueError("not a TinyDB document layout")
             return data
         except ValueError as exc:
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-            os.replace(self.path, aside)
+            aside = set_aside(self.path)
             data = _salvage(raw)
             count = sum(len(t) for t in data.values())
             self.recovered_from_damage = True
@@ -123,7 +181,14 @@ class DurableStorage(Storage):
 
     def _replay(self) -> None:
         data = self._data
-        for record in self.journal.replay():
+        try:
+            size = self.journal.path.stat().st_size
+        except OSError:
+            size = 0
+        progress = Progress("replaying the journal", size, unit="bytes")
+        for count, record in enumerate(self.journal.replay()):
+            if count & 0x3FF == 0:
+                progress.update(self.journal.replayed_bytes)
             kind = record[0]
             if kind == "p":
                 data.setdefault(record[1], {})[record[2]] = record[3]
@@ -134,6 +199,8 @@ class DurableStorage(Storage):
                 data.update(record[1])
             else:
                 self.session_records.append(record)
+        progress.update(self.journal.replayed_bytes)
+        progress.finish()
 
     # -- TinyDB Storage API ---------------------------------------------
     def read(self) -> dict[str, dict[str, Any]] | None:
@@ -141,7 +208,7 @@ class DurableStorage(Storage):
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
         if self._undo_full is None:
-            self._undo_full = orjson.loads(orjson.dumps(self._data))
+            self._undo_full = copy.deepcopy(self._data)
             self._undo.clear()
         if data is not self._data:
             self._data.clear()
@@ -154,6 +221,7 @@ class DurableStorage(Storage):
             self.compact([])
         finally:
             self.journal.close()
+            self.unlock()
 
     # -- the fast path --------------------------------------------------
     def live_table(self, name: str) -> dict[str, Doc]:
@@ -195,7 +263,12 @@ class DurableStorage(Storage):
 
     @property
     def needs_compaction(self) -> bool:
-        return self.journal.records_written >= self.compact_after
+        return self.journal.records_since_reset >= self.compact_after
+
+    @property
+    def has_uncommitted_changes(self) -> bool:
+        """True when the table changed since the last commit (session records aside)."""
+        return bool(self._undo) or self._undo_full is not None
 
     def compact(self, session: list[Any]) -> None:
         """Fold the journal into a new snapshot; ``session`` records start the new journal."""
@@ -268,9 +341,12 @@ class _MetaDB(TinyDB):
     table_class = LiveTable
 
 
-def open_storage(path: str | Path, *, sync: bool = True, compact_after: int = 100_000) -> Storage:
+def open_storage(
+    path: str | Path, *, sync: bool = True, compact_after: int = 100_000, lock: bool = False
+) -> Storage:
+    """The durable storage at ``path``; ``lock`` takes ``<path>.lock`` or raises DatabaseInUse."""
     try:
-        return DurableStorage(path, sync=sync, compact_after=compact_after)
+        return DurableStorage(path, sync=sync, compact_after=compact_after, lock=lock)
     except OSError as exc:
         raise StoreError(f"cannot open database {path}: {exc.strerror or exc}") from exc
 
@@ -299,6 +375,7 @@ class MetaStore:
         self._outbox: OrderedDict[int, list[Any]] = OrderedDict()
         self._seq = 0
         self._journal_undo: list[Callable[[], None]] = []
+        self._key_undo: dict[str, tuple[str, str, int] | None] = {}
         for doc in self._table.all():
             key = doc.get("key")
             if isinstance(key, str):
@@ -351,6 +428,14 @@ class MetaStore:
             )
             return [(k, self._table.get(doc_id=self._ids[k])["value"]) for k in keys]  # type: ignore[index]
 
+    def items(self) -> list[tuple[str, str, str]]:
+        """Every (key, type, value), ordered by key (code point order)."""
+        with self._lock:
+            return [
+                (k, self._types[k], self._table.get(doc_id=self._ids[k])["value"])  # type: ignore[index]
+                for k in sorted(self._ids)
+            ]
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._ids)
@@ -359,6 +444,7 @@ class MetaStore:
     def put(self, key: str, restype: str, value: str) -> None:
         """Insert or replace the document of ``key``."""
         with self._lock:
+            self._note_before(key)
             doc_id = self._ids.get(key)
             if doc_id is None:
                 doc_id = self._table.insert({"key": key, "type": restype, "value": value})
@@ -387,6 +473,7 @@ class MetaStore:
             doc_id = self._ids.get(key)
             if doc_id is None:
                 return False
+            self._note_before(key)
             restype = self._types[key]
             self._table.remove(doc_ids=[doc_id])
             self._unindex(key)
@@ -464,29 +551,69 @@ class MetaStore:
         return records
 
     # -- durability -----------------------------------------------------
+    @property
+    def has_uncommitted_changes(self) -> bool:
+        """True when the table changed since the last commit."""
+        with self._lock:
+            if self._durable is not None:
+                return self._durable.has_uncommitted_changes
+            return bool(self._key_undo)
+
     def commit(self) -> None:
         """Make every change since the last commit durable (one fsync)."""
         with self._lock:
             if self._durable is not None:
                 self._durable.commit()
-                if self._durable.needs_compaction:
-                    self._durable.compact(self._session_snapshot())
             self._journal_undo.clear()
+            self._key_undo.clear()
+            if self._durable is not None and self._durable.needs_compaction:
+                self.compact()
 
     def rollback(self) -> None:
         """Drop every change since the last commit."""
         with self._lock:
             if self._durable is not None:
                 self._durable.rollback()
+            else:
+                self._undo_keys()
             for undo in reversed(self._journal_undo):
                 undo()
             self._journal_undo.clear()
             self._table.clear_cache()
 
+    def _undo_keys(self) -> None:
+        # Storages other than DurableStorage: put back each key's first before-image.
+        undo, self._key_undo = self._key_undo, {}
+        for key, before in undo.items():
+            doc_id = self._ids.get(key)
+            if doc_id is not None:
+                self._table.remove(doc_ids=[doc_id])
+            if before is not None:
+                self._table.insert(
+                    Document({"key": key, "type": before[0], "value": before[1]}, before[2])
+                )
+
+    def _note_before(self, key: str) -> None:
+        if self._durable is None and key not in self._key_undo:
+            doc_id = self._ids.get(key)
+            if doc_id is None:
+                self._key_undo[key] = None
+            else:
+                doc = self._table.get(doc_id=doc_id)
+                assert doc is not None
+                self._key_undo[key] = (doc["type"], doc["value"], doc_id)
+
     def compact(self) -> None:
+        """Fold the journal into a new snapshot; a failure is logged, the journal kept."""
         with self._lock:
-            if self._durable is not None:
+            if self._durable is None:
+                return
+            try:
                 self._durable.compact(self._session_snapshot())
+            except (OSError, StoreError) as exc:
+                log.error(
+                    "compaction of %s failed, the journal is kept: %s", self._durable.path, exc
+                )
 
     def close(self) -> None:
         with self._lock:
@@ -494,5 +621,6 @@ class MetaStore:
                 self._durable.commit()
                 self._durable.compact(self._session_snapshot())
                 self._durable.journal.close()
+                self._durable.unlock()
             else:
                 self._db.close()

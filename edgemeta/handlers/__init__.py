@@ -37,6 +37,9 @@ from .writes import (
 
 Handler = Callable[[Message, Context], list[Effect]]
 
+#: Operations edgemeta never answers (SPEC section 3): their failures are reported.
+_NEVER_ANSWERED = frozenset({OP_RESPONSE, OP_ERROR})
+
 
 def _ignore(msg: Message, ctx: Context) -> list[Effect]:
     return []
@@ -64,13 +67,15 @@ HANDLERS: dict[str, Handler] = {
 
 
 def handle(msg: Message, ctx: Context) -> list[Effect]:
-    """Apply one message; a RequestError becomes an ``error`` answer."""
+    """Apply one message; a RequestError becomes an ``error`` answer (a report for a response)."""
     handler = HANDLERS.get(msg.operation)
     if handler is None:
         return [fail(msg, f"unknown operation {msg.operation!r}")]
     try:
         return handler(msg, ctx)
     except RequestError as exc:
+        if msg.operation in _NEVER_ANSWERED:
+            return [Report(str(exc), msg.encode())]
         return [fail(msg, str(exc))]
 
 

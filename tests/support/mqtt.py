@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import queue
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -186,6 +187,9 @@ class MqttProbe:
         properties: Properties | None,
     ) -> None:
         try:
+            sock = client.socket()
+            if isinstance(sock, socket.socket):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             mids: list[int] = []
             if self._connected_once and not reason_code.is_failure:
                 # Clean start: after a broker restart the subscriptions are gone.

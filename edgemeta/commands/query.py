@@ -1,0 +1,183 @@
+"""``edgemeta get RESOURCE`` and ``edgemeta list TYPE``: ask edgemeta what it stores."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from typing import Any
+
+import yaml
+
+from ..message import OP_ERROR, OP_QUERY, new_message, text_value
+from ..topics import META_GROUP, Topics
+from .client import BrokerClient, reply_topic
+from .common import (
+    EXIT_CODES_EPILOG,
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+    add_config_option,
+    guarded,
+    note,
+    pretty_json,
+    say,
+    tool_config,
+)
+from .send import ask
+
+EPILOG = (
+    """\
+The query goes over MQTT with source edged, so edgemeta answers from its store
+(configmaps, secrets and the like go to the cloud only when it is connected
+and the store has no answer). Stored values that are JSON text are shown as
+JSON; -o json / -o yaml print them for scripts.
+"""
+    + EXIT_CODES_EPILOG
+)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-n", "--namespace", default="default", help="namespace (default: default)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=["table", "json", "yaml"],
+        default="table",
+        help="table (default), json or yaml",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, metavar="SECONDS", help="answer wait (default 10)"
+    )
+    add_config_option(parser)
+
+
+def register(commands: Any) -> None:
+    get = commands.add_parser(
+        "get",
+        help="show one stored resource",
+        description="Query one resource: <namespace>/<type>/<name>, or <type>/<name> with -n.",
+        epilog="example:  edgemeta get default/pod/nginx -o yaml\n\n" + EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    get.add_argument("resource", metavar="RESOURCE")
+    _add_common(get)
+    get.set_defaults(handler=run_get)
+    lst = commands.add_parser(
+        "list",
+        help="list the stored resources of a type in a namespace",
+        description="Query every resource of TYPE in a namespace (ordered by key).",
+        epilog="example:  edgemeta list pod -n kube-system\n\n" + EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    lst.add_argument("type", metavar="TYPE", help="pod, configmap, podstatus, service, ...")
+    _add_common(lst)
+    lst.set_defaults(handler=run_list)
+
+
+def full_resource(resource: str, namespace: str) -> str:
+    """``<type>/<name>`` gets the namespace in front; anything longer is taken as it is."""
+    parts = resource.split("/")
+    if len(parts) < 2 or "" in parts:
+        raise CommandError(
+            f"{resource!r} is not <namespace>/<type>/<name> nor <type>/<name>", EXIT_USAGE
+        )
+    return f"{namespace}/{resource}" if len(parts) == 2 else resource
+
+
+def _query(args: argparse.Namespace, resource: str) -> Any:
+    config = tool_config(args.config)
+    topics = Topics(config.mqtt.topicPrefix, config.modules.metaManager.contextSendGroup)
+    message = new_message(OP_QUERY, resource, None, source="edged", group=META_GROUP)
+    with BrokerClient(config.mqtt, name="query") as client:
+        answer = ask(client, topics, message, reply_topic(config.mqtt, topics), args.timeout)
+    if answer.operation == OP_ERROR:
+        raise CommandError(f"error: {answer.content}")
+    return answer.content
+
+
+def _values(content: Any) -> list[Any]:
+    """A query answer as a list of JSON values (stored strings parsed when they are JSON)."""
+    if isinstance(content, str):
+        content = text_value(content)
+    items = content if isinstance(content, list) else [content]
+    return [text_value(v) if isinstance(v, str) else v for v in items]
+
+
+def _key(value: Any, namespace: str, restype: str, fallback: str) -> str:
+    if isinstance(value, dict):
+        meta = value.get("metadata")
+        if isinstance(meta, dict) and isinstance(meta.get("name"), str):
+            return f"{meta.get('namespace') or namespace}/{restype}/{meta['name']}"
+        if isinstance(value.get("name"), str):
+            return f"{namespace}/{restype}/{value['name']}"
+    return fallback
+
+
+def _compact(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def table(rows: list[tuple[str, str, str]]) -> str:
+    """KEY / TYPE / VALUE columns; on a terminal the value is cut to the screen width."""
+    headers = ("KEY", "TYPE", "VALUE")
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(2)]
+    limit = shutil.get_terminal_size().columns if sys.stdout.isatty() else 0
+    lines = []
+    for key, restype, value in [headers, *rows]:
+        line = f"{key:<{widths[0]}}  {restype:<{widths[1]}}  {value}"
+        if limit and len(line) > limit:
+            line = line[: max(limit - 1, 0)] + "…"
+        lines.append(line.rstrip())
+    return "\n".join(lines)
+
+
+def _print(values: list[Any], output: str, single: bool) -> None:
+    if output == "json":
+        say(pretty_json(values[0] if single else values))
+    elif output == "yaml":
+        data = values[0] if single else values
+        sys.stdout.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        sys.stdout.flush()
+
+
+@guarded("get")
+def run_get(args: argparse.Namespace) -> int:
+    resource = full_resource(args.resource, args.namespace)
+    if resource.count("/") < 2:
+        raise CommandError(f"{resource!r} names no resource; use `edgemeta list`", EXIT_USAGE)
+    values = _values(_query(args, resource))
+    if not values:
+        note(f"edgemeta get: {resource} not found")
+        return EXIT_FAIL
+    if args.output != "table":
+        _print(values, args.output, single=len(values) == 1)
+        return EXIT_OK
+    restype = resource.split("/")[1]
+    say(table([(resource, restype, _compact(v)) for v in values]))
+    return EXIT_OK
+
+
+@guarded("list")
+def run_list(args: argparse.Namespace) -> int:
+    restype = args.type
+    if not restype or "/" in restype:
+        raise CommandError(f"{restype!r} is not a resource type", EXIT_USAGE)
+    namespace = args.namespace
+    values = _values(_query(args, f"{namespace}/{restype}"))
+    if args.output != "table":
+        _print(values, args.output, single=False)
+        return EXIT_OK
+    if not values:
+        note(f"no {restype} in namespace {namespace}")
+        return EXIT_OK
+    rows = [
+        (_key(v, namespace, restype, f"{namespace}/{restype}/-"), restype, _compact(v))
+        for v in values
+    ]
+    say(table(rows))
+    return EXIT_OK

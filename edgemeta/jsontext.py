@@ -1,0 +1,49 @@
+"""JSON text in and out: orjson where it is exact, the standard library where it is not."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import orjson
+
+# orjson reads an integer beyond 64 bits as a float, losing digits; a run of 19
+# digits anywhere (even inside a string) sends the text to the standard parser.
+_LONG_DIGITS = re.compile(r"\d{19}")
+_LONG_DIGITS_BYTES = re.compile(rb"\d{19}")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON text exactly: big integers and lone surrogates take the standard parser."""
+    if isinstance(data, bytes):
+        long_digits = _LONG_DIGITS_BYTES.search(data) is not None
+    else:
+        long_digits = _LONG_DIGITS.search(data) is not None
+    if not long_digits:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON; big integers and lone surrogates take the standard encoder (ASCII)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":")).encode()
