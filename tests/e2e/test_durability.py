@@ -55,11 +55,20 @@ def stored(db_path: Path) -> dict[str, str]:
         db.close()
 
 
-def all_answered(ids: set[str]) -> Any:
-    def done(messages: list[Any]) -> bool:
-        return ids <= set(answers_by_parent(messages))
+class AllAnswered:
+    """Predicate for SessionObserver.collect: every id in ``ids`` has an OK answer."""
 
-    return done
+    def __init__(self, ids: set[str]) -> None:
+        self.missing = set(ids)
+        self.seen = 0
+
+    def __call__(self, messages: list[Any]) -> bool:
+        for msg in messages[self.seen :]:
+            data = json.loads(msg.payload)
+            if data["route"]["operation"] == "response" and data["content"] == "OK":
+                self.missing.discard(data["header"]["parent_msg_id"])
+        self.seen = len(messages)
+        return not self.missing
 
 
 def test_backlog_published_while_down_is_processed_after_return(broker, prefix, make_service):
@@ -71,7 +80,7 @@ def test_backlog_published_while_down_is_processed_after_return(broker, prefix, 
         with BurstPublisher(broker.host, broker.port) as burst:
             assert burst.publish_all(f"{prefix}/meta", encode(updates)) == 5000
         service.start()
-        got = answers.collect(all_answered(ids), timeout=120)
+        got = answers.collect(AllAnswered(ids), timeout=120)
     by_parent = answers_by_parent(got)
     assert all(len(by_parent[i]) == 1 for i in ids), "a message was answered twice"
     assert service.stop() == 0
@@ -93,7 +102,7 @@ def test_kill_9_mid_burst_loses_nothing_and_applies_once(broker, prefix, make_se
             burst.publish_all(f"{prefix}/meta", encode(updates[1500:]))
         acked_before_kill = set(answers_by_parent(before))
         service.start()
-        after = answers.collect(all_answered(ids - acked_before_kill), timeout=120)
+        after = answers.collect(AllAnswered(ids - acked_before_kill), timeout=120)
     by_parent = answers_by_parent(before + after)
     assert ids <= set(by_parent)
     twice = [i for i in ids if len(by_parent[i]) != 1]
@@ -113,7 +122,7 @@ def test_stopped_service_processes_the_100_published_meanwhile_once(broker, pref
         with BurstPublisher(broker.host, broker.port) as burst:
             burst.publish_all(f"{prefix}/meta", encode(updates))
         service.start()
-        got = seen.collect(all_answered(ids), timeout=60)
+        got = seen.collect(AllAnswered(ids), timeout=60)
         forwards = [m for m in got if m.topic == f"{prefix}/hub"]
         rest = seen.collect(lambda extra: len(forwards) + len(extra) >= 100, timeout=30)
     hub = [json.loads(m.payload) for m in forwards + rest if m.topic == f"{prefix}/hub"]
@@ -130,7 +139,7 @@ def test_broker_restart_loses_nothing_in_flight(private_broker: Broker, prefix, 
         with BurstPublisher(private_broker.host, private_broker.port) as burst:
             burst.publish_all(f"{prefix}/meta", encode(updates))
         private_broker.restart()
-        got = answers.collect(all_answered(ids), timeout=90)
+        got = answers.collect(AllAnswered(ids), timeout=90)
     by_parent = answers_by_parent(got)
     assert all(len(by_parent[i]) == 1 for i in ids)
     assert "connected to" in service.log_text()
