@@ -61,3 +61,40 @@ clean: ## remove the venv, caches, build output and data/
 # Further targets (bench, secrets, certs, run-secure, demo) go below this line.
 # Give each a `## description` so `make help` lists it, and declare it .PHONY.
 # ---------------------------------------------------------------------------
+
+.PHONY: demo
+demo: deps-system venv ## broker + edgemeta + simulated cloud, edged and devices, shown by `edgemeta watch` (Ctrl-C stops)
+	bash scripts/demo.sh $(CONFIG)
+
+.PHONY: dist
+dist: venv ## build the wheel and the sdist into dist/
+	$(VENV_PY) -m build --outdir dist .
+
+BENCH_ARGS ?=
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): pyproject.toml | $(VENV_STAMP)
+	$(VENV_PY) -m pip install -e '.[dev,bench]'
+	touch $@
+
+.PHONY: bench
+bench: deps-system venv $(BENCH_STAMP) ## edgemeta vs a bare forwarder, store costs; bench/results/ (BENCH_ARGS=--quick|--runs N)
+	$(VENV_PY) -m bench.run $(BENCH_ARGS)
+
+# As root, the broker's files go to the `mosquitto` user, which Mosquitto
+# switches to before it reads them.
+MOSQUITTO_OWNER = $(if $(filter 0,$(shell id -u)),--owner mosquitto)
+CERT_ARGS ?=
+SECURE_CONFIG ?= conf/edge-secure.yaml
+
+.PHONY: secrets
+secrets: deps-system ## broker users and passwords in mosquitto/secrets/ (keeps what exists)
+	scripts/make-secrets.sh $(MOSQUITTO_OWNER)
+
+.PHONY: certs
+certs: deps-system ## local CA and TLS certificates in mosquitto/certs/ (CERT_ARGS=--san DNS:name ...)
+	scripts/make-certs.sh $(MOSQUITTO_OWNER) $(CERT_ARGS)
+
+.PHONY: run-secure
+run-secure: deps-system venv ## secure broker (production.conf) + edgemeta over TLS with SECURE_CONFIG (Ctrl-C stops)
+	bash scripts/run-secure.sh $(SECURE_CONFIG)

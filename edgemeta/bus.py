@@ -31,6 +31,10 @@ STATUS_ONLINE = b"online"
 STATUS_OFFLINE = b"offline"
 
 
+def _is_loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
 @dataclass(slots=True)
 class Inbound:
     """One received MQTT message, as handed to the main loop."""
@@ -99,13 +103,20 @@ class MqttBus:
         )
         if cfg.username:
             client.username_pw_set(cfg.username, cfg.password or None)
+            if cfg.password and not cfg.tls.enable and not _is_loopback(cfg.host):
+                log.warning("the MQTT password goes to %s in clear: enable mqtt.tls", cfg.host)
         if cfg.tls.enable:
-            client.tls_set(
-                ca_certs=cfg.tls.caFile or None,
-                certfile=cfg.tls.certFile or None,
-                keyfile=cfg.tls.keyFile or None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
+            # The broker's certificate is verified (CERT_REQUIRED) and so is its
+            # host name: paho's context checks it; never tls_insecure_set(True).
+            try:
+                client.tls_set(
+                    ca_certs=cfg.tls.caFile or None,
+                    certfile=cfg.tls.certFile or None,
+                    keyfile=cfg.tls.keyFile or None,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                )
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                raise BusError(f"mqtt.tls: cannot load the CA, certificate or key: {exc}") from exc
         client.will_set(self._status_topic, STATUS_OFFLINE, qos=1, retain=True)
         client.max_inflight_messages_set(1000)
         client.max_queued_messages_set(0)
@@ -232,9 +243,13 @@ class MqttBus:
                     self._connect()
                     connected = True
                 except ssl.SSLCertVerificationError as exc:
+                    # Retrying cannot help: the broker is not the one configured.
+                    tls = self.config.tls
                     self._fatal = BusError(
-                        f"TLS certificate verification of {self.config.host} failed: "
-                        f"{exc.verify_message}"
+                        f"TLS certificate verification of the broker at {self.config.host}:"
+                        f"{self.config.port} failed: {exc.verify_message}; is "
+                        f"mqtt.tls.caFile ({tls.caFile or 'the system CAs'}) the CA that "
+                        f"signed the broker's certificate, and mqtt.host a name in it?"
                     )
                     log.error("%s", self._fatal)
                     return

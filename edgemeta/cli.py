@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from types import FrameType
 
 from . import __version__
+from .commands import keygen
 from .commands import register as register_commands
 from .commands.logs import configure_logging
 from .config import DEFAULT_CONFIG_PATH, load_config
-from .errors import ConfigError, StoreError
+from .errors import BusError, ConfigError, StoreError
 
 EXIT_USAGE = 2
 
@@ -22,7 +23,7 @@ DESCRIPTION = """\
 edgemeta keeps an edge node's pods, configmaps, secrets, services, endpoints
 and pod statuses in a local store and routes every change between the cloud
 (hub), edged, edgemesh and edge functions over MQTT topics <prefix>/<group>.
-Watch its traffic with:  mosquitto_sub -t 'beehive/#' -v
+Watch its traffic with:  edgemeta watch   (the toolbox: edgemeta COMMAND --help)
 """
 
 RUN_EPILOG = """\
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="log lines for people (default) or JSON lines for a log collector",
     )
     register_commands(commands)
+    keygen.register(commands)
     return parser
 
 
@@ -84,7 +86,7 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         service = Service(config)
-    except StoreError as exc:
+    except (StoreError, BusError) as exc:
         print(f"edgemeta: {exc}", file=sys.stderr)
         return EXIT_USAGE
     stop = threading.Event()

@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 _SHUTDOWN = object()
 
 
+@dataclass(frozen=True, slots=True)
+class _Cancel:
+    reason: str
+
+
 @dataclass(slots=True)
 class CallDone:
     """The outcome of a Call, for the main loop: the reply, or None and why."""
@@ -48,18 +53,21 @@ class PendingCalls:
     def __init__(self, ended_window: int = 10_000) -> None:
         self._lock = threading.Lock()
         self._open: dict[str, queue.SimpleQueue[object]] = {}
+        self._topics: dict[str, str] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()
         self._window = ended_window
 
-    def open(self, msg_id: str) -> queue.SimpleQueue[object]:
+    def open(self, msg_id: str, topic: str = "") -> queue.SimpleQueue[object]:
         box: queue.SimpleQueue[object] = queue.SimpleQueue()
         with self._lock:
             self._open[msg_id] = box
+            self._topics[msg_id] = topic
         return box
 
     def close(self, msg_id: str) -> None:
         with self._lock:
             self._open.pop(msg_id, None)
+            self._topics.pop(msg_id, None)
             self._ended[msg_id] = None
             while len(self._ended) > self._window:
                 self._ended.popitem(last=False)
@@ -75,6 +83,14 @@ class PendingCalls:
                 return parent in self._ended
         box.put(reply)
         return True
+
+    def cancel(self, topic: str, reason: str) -> int:
+        """End the calls sent to ``topic``; returns how many."""
+        with self._lock:
+            boxes = [self._open[i] for i, t in self._topics.items() if t == topic]
+        for box in boxes:
+            box.put(_Cancel(reason))
+        return len(boxes)
 
     def interrupt_all(self) -> None:
         with self._lock:
@@ -92,6 +108,10 @@ class _NoReply(CloudUnavailable):
 
 
 class _Stopping(CloudUnavailable):
+    pass
+
+
+class _Cancelled(CloudUnavailable):
     pass
 
 
@@ -117,7 +137,7 @@ class RemoteCaller:
         self._stopping.wait(seconds)
 
     def start(self, call: Call) -> None:
-        box = self.pending.open(call.outbound.msg_id)
+        box = self.pending.open(call.outbound.msg_id, call.topic)
         if self._stopping.is_set():
             self.pending.close(call.outbound.msg_id)
             self._post(CallDone(call, None, "edgemeta is shutting down"))
@@ -131,6 +151,8 @@ class RemoteCaller:
             reply = self._attempts(call, box)
         except _Stopping:
             why = "edgemeta is shutting down"
+        except _Cancelled as exc:
+            why = str(exc)
         except RetryError:
             why = "edgemeta is shutting down"
         except _NoReply:
@@ -161,6 +183,8 @@ class RemoteCaller:
                     raise _NoReply() from None
                 if got is _SHUTDOWN:
                     raise _Stopping()
+                if isinstance(got, _Cancel):
+                    raise _Cancelled(got.reason)
                 assert isinstance(got, Message)
                 return got
         raise _NoReply()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -29,6 +31,8 @@ class MqttConfig:
     clientId: str = ""
     username: str = ""
     password: str = field(default="", repr=False)
+    # Read at load time into ``password`` (stripped); takes precedence over it.
+    passwordFile: str = ""
     tls: TlsConfig = field(default_factory=TlsConfig)
     qos: int = 1
     keepalive: int = 30
@@ -46,6 +50,8 @@ class DatabaseConfig:
     fsync: bool = True
     compactAfter: int = 100_000
     dedupWindow: int = 20_000
+    # A Fernet key (``edgemeta keygen``): ``secret`` values are encrypted at rest.
+    secretKeyFile: str = ""
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,7 @@ class MetaManagerConfig:
     remoteQueryAttempts: int = 3
     volumeTimeout: float = 60
     edgeSite: bool = False
-    bridgeStateTopic: str = ""
+    bridgeStateTopic: str = "meta/bridge/state"
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,20 @@ class MetricsConfig:
     statsInterval: float = 0
 
 
+#: Operations a device may send on its own topic (each one stores).
+DEVICE_OPERATIONS = ("insert", "update")
+
+
+@dataclass(frozen=True)
+class DevicesConfig:
+    """Device ingress on ``<prefix>/meta/device/<deviceId>`` (see edgemeta.devices)."""
+
+    enable: bool = True
+    operations: tuple[str, ...] = ("update", "insert")
+    types: tuple[str, ...] = ("device",)
+    namespace: str = "default"
+
+
 @dataclass(frozen=True)
 class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
@@ -85,6 +105,12 @@ class Config:
     modules: ModulesConfig = field(default_factory=ModulesConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    devices: DevicesConfig = field(default_factory=DevicesConfig)
+
+
+def _is_level(value: str) -> bool:
+    """A non-empty name usable as one topic level and one resource segment."""
+    return bool(value) and not any(c in value for c in "/+#\x00")
 
 
 # Range checks: dotted key -> (predicate, what the value must be).
@@ -105,6 +131,10 @@ _RULES: dict[str, tuple[Any, str]] = {
         "a non-empty group name without '/', '+' or '#'",
     ),
     "modules.metaManager.podStatusSyncInterval": (lambda v: v > 0, "> 0"),
+    "modules.metaManager.bridgeStateTopic": (
+        lambda v: not v or (not any(c in v for c in "+#\x00") and "" not in v.split("/")),
+        'a topic below topicPrefix without wildcards or empty levels, or ""',
+    ),
     "modules.metaManager.remoteQueryTimeout": (lambda v: v > 0, "> 0"),
     "modules.metaManager.remoteQueryAttempts": (lambda v: v >= 1, ">= 1"),
     "modules.metaManager.volumeTimeout": (lambda v: v > 0, "> 0"),
@@ -113,7 +143,20 @@ _RULES: dict[str, tuple[Any, str]] = {
     "metrics.port": (lambda v: 0 <= v <= 65535, "between 0 (off) and 65535"),
     "metrics.address": (bool, "a non-empty address"),
     "metrics.statsInterval": (lambda v: v >= 0, ">= 0 (0 = off)"),
+    "devices.operations": (
+        lambda v: all(op in DEVICE_OPERATIONS for op in v),
+        "a list of " + " and ".join(DEVICE_OPERATIONS),
+    ),
+    "devices.types": (
+        lambda v: bool(v) and all(_is_level(t) for t in v),
+        "a non-empty list of resource types without '/', '+' or '#'",
+    ),
+    "devices.namespace": (_is_level, "a namespace without '/', '+' or '#'"),
 }
+
+#: Keys whose value is never shown in an error message.
+_SECRET_KEYS = frozenset({"mqtt.password"})
+_STRINGS = tuple[str, ...]
 
 _ENV_OVERRIDES = (
     ("EDGEMETA_MQTT_HOST", ("mqtt", "host"), str),
@@ -123,6 +166,8 @@ _ENV_OVERRIDES = (
 
 
 def _type_ok(expected: Any, value: Any) -> bool:
+    if expected == _STRINGS:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
     if expected is bool:
         return isinstance(value, bool)
     if expected is int:
@@ -135,6 +180,8 @@ def _type_ok(expected: Any, value: Any) -> bool:
 
 
 def _type_name(expected: Any) -> str:
+    if expected == _STRINGS:
+        return "a list of strings"
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}[expected]
 
 
@@ -161,8 +208,9 @@ def _build(cls: Any, data: Any, prefix: str) -> Any:
             values[f.name] = _build(expected, value, dotted)
             continue
         if not _type_ok(expected, value):
-            raise ConfigError(f"{dotted}: must be {_type_name(expected)}, got {value!r}")
-        values[f.name] = value
+            shown = "a value not shown" if dotted in _SECRET_KEYS else repr(value)
+            raise ConfigError(f"{dotted}: must be {_type_name(expected)}, got {shown}")
+        values[f.name] = tuple(value) if expected == _STRINGS else value
     return cls(**values)
 
 
@@ -203,7 +251,8 @@ def parse_config(text: str, environ: dict[str, str] | None = None, source: str =
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source or 'config'}: invalid YAML: {exc}") from exc
+        # Not str(exc): PyYAML quotes the offending line, which may hold a password.
+        raise ConfigError(f"{source or 'config'}: invalid YAML: {_yaml_problem(exc)}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -211,7 +260,62 @@ def parse_config(text: str, environ: dict[str, str] | None = None, source: str =
     _apply_env(raw, dict(os.environ) if environ is None else environ)
     config: Config = _build(Config, raw, "")
     _check_ranges(config)
+    return _check_files(config)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What PyYAML found wrong and where, without the text around it."""
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return str(problem)
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+
+
+def _read_file(dotted: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{dotted}: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _check_files(config: Config) -> Config:
+    """Read the password file, check that the TLS and key files can be read."""
+    mqtt = config.mqtt
+    if mqtt.passwordFile:
+        try:
+            password = _read_file("mqtt.passwordFile", mqtt.passwordFile).decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise ConfigError(f"mqtt.passwordFile: {mqtt.passwordFile} is not UTF-8 text") from None
+        if not password:
+            raise ConfigError(f"mqtt.passwordFile: {mqtt.passwordFile} is empty")
+        config = replace(config, mqtt=replace(mqtt, password=password))
+    tls = mqtt.tls
+    if tls.enable:
+        for name in ("caFile", "certFile", "keyFile"):
+            path = getattr(tls, name)
+            if path:
+                _read_file(f"mqtt.tls.{name}", path)
+        if tls.keyFile and not tls.certFile:
+            raise ConfigError("mqtt.tls.keyFile: needs mqtt.tls.certFile (the key's certificate)")
+    key_file = config.database.secretKeyFile
+    if key_file and not _is_fernet_key(_read_file("database.secretKeyFile", key_file)):
+        raise ConfigError(
+            f"database.secretKeyFile: {key_file} does not hold a key (make one with "
+            "`edgemeta keygen FILE`)"
+        )
     return config
+
+
+def _is_fernet_key(data: bytes) -> bool:
+    """A Fernet key: 32 bytes in URL-safe base64 (44 characters), surrounding blanks allowed."""
+    text = data.strip()
+    if len(text) != 44:
+        return False
+    try:
+        return len(base64.urlsafe_b64decode(text)) == 32
+    except (binascii.Error, ValueError):
+        return False
 
 
 def load_config(

@@ -227,8 +227,8 @@ class Journal:
             except OSError as exc:
                 raise StoreError(f"cannot open {self.path}: {exc.strerror or exc}") from exc
             if self._fd is None:
-                exc = self._open_error
-                reason = exc.strerror if exc is not None else "not open"
+                why = self._open_error
+                reason = why.strerror if why is not None else "not open"
                 raise StoreError(f"cannot write {self.path}: {reason}")
         self._pending.append(_COMMIT_LINE)
         data = b"".join(self._pending)

@@ -169,6 +169,14 @@ def decode(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:
 
     Raises MessageError carrying whatever identifying fields could be read.
     """
+    return from_dict(load_object(payload, limits), payload)
+
+
+def load_object(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """The JSON object of an untrusted payload, within ``limits``; else MessageError.
+
+    Data only: JSON is parsed, never evaluated, and nothing in it names code.
+    """
     if len(payload) > limits.max_payload:
         raise MessageError(f"payload of {len(payload)} bytes exceeds {limits.max_payload}")
     try:
@@ -183,7 +191,7 @@ def decode(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:
         data, limits.max_depth + 1
     ):
         raise MessageError(f"payload nests deeper than {limits.max_depth} levels")
-    return from_dict(data, payload)
+    return data
 
 
 def _usable_str(value: Any) -> str:

@@ -17,12 +17,16 @@ import time
 from typing import Any
 
 from .bus import Inbound, MqttBus
+from .cipher import ValueCipher, loosely_readable
 from .cloud import CallDone, RemoteCaller
 from .config import Config
+from .devices import DevicePolicy, decode_device, device_id_of
+from .devices import topic_filter as device_topic_filter
 from .errors import BusError, EdgemetaError, MessageError, StoreError
 from .handlers import (
     Answer,
     Call,
+    CancelCalls,
     Context,
     Effect,
     Forward,
@@ -32,6 +36,7 @@ from .handlers import (
     set_connection,
 )
 from .handlers.context import CloudLink
+from .handlers.devices import handle_device
 from .message import OP_ERROR, Limits, Message, decode, dumps, new_error
 from .metrics import BRIDGE_STATE, INVALID, REPORT, MetricsServer, ServiceMetrics, stats_topic
 from .replies import Destination, answer_destination, report_payload
@@ -69,19 +74,27 @@ class Service:
                 lock=True,
             ),
             dedup_window=config.database.dedupWindow,
+            cipher=_load_cipher(config.database.secretKeyFile),
         )
+        self._seal_secrets()
         self.context = Context(
             self.store, self.topics, settings, CloudLink(edge_site=settings.edgeSite)
         )
         self.metrics = ServiceMetrics(self.topics)
         self.metrics.set_records(len(self.store))
         self._metrics_server: MetricsServer | None = None
-        self.bridge_topic = settings.bridgeStateTopic
+        self.bridge_topic = (
+            self.topics.group(settings.bridgeStateTopic) if settings.bridgeStateTopic else ""
+        )
         self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._confirmed: queue.SimpleQueue[int] = queue.SimpleQueue()
         subscriptions = [self.topics.meta]
         if self.bridge_topic:
             subscriptions.append(self.bridge_topic)
+        self.device_policy: DevicePolicy | None = None
+        if config.devices.enable:
+            self.device_policy = DevicePolicy.from_config(config.devices)
+            subscriptions.append(device_topic_filter(self.topics.prefix))
         self.bus = MqttBus(
             config.mqtt,
             subscriptions=subscriptions,
@@ -98,6 +111,23 @@ class Service:
         # Batches committed but not confirmed before the last stop: sent before anything new.
         self._to_replay: list[tuple[int, list[Any]]] | None = self.store.outbox()
         self.processed = 0
+
+    def _seal_secrets(self) -> None:
+        """Check the stored secrets against the key; encrypt those stored in plain text."""
+        try:
+            encrypted = self.store.check_secrets()
+            if encrypted:
+                self.store.commit()
+                # A new snapshot and journal: no plain copy stays in the files.
+                self.store.compact()
+                log.info("encrypted %d secret value(s) stored in plain text before", encrypted)
+        except BaseException:
+            self.store.rollback()
+            durable = self.store._durable
+            if durable is not None:
+                durable.journal.close()
+                durable.unlock()
+            raise
 
     # -- publishing -------------------------------------------------------
     def _publish_call(self, topic: str, message: Message) -> None:
@@ -139,6 +169,10 @@ class Service:
                 outs.append(self._report(effect.reason, effect.payload))
             elif isinstance(effect, Call):
                 calls.append(effect)
+            elif isinstance(effect, CancelCalls):
+                ended = self.caller.pending.cancel(effect.topic, effect.reason)
+                if ended:
+                    log.info("%s: ending %d remote call(s)", effect.reason, ended)
 
     def _bad_message(self, exc: MessageError, item: Inbound, outs: list[Out]) -> None:
         known = group_of(exc.source, self.topics.cloud_group) is not None
@@ -157,9 +191,34 @@ class Service:
         else:
             outs.append(self._report(exc.reason, item.payload))
 
+    def _take_device(self, item: Inbound, device_id: str, outs: list[Out], seen: list[str]) -> None:
+        """A message on a device's own topic: never answered, never a reply to a call."""
+        assert self.device_policy is not None
+        label = self.topics.group("meta/device")
+        try:
+            msg = decode_device(item.payload, device_id, self.device_policy, self.limits)
+        except MessageError as exc:
+            self.metrics.received(label, INVALID)
+            self.metrics.error("invalid_message")
+            outs.append(self._report(exc.reason, item.payload))
+            return
+        self.metrics.received(label, msg.operation)
+        # Kept apart from the modules' msg_ids: a device chooses its own.
+        dedup_id = f"device/{device_id}/{msg.msg_id}"
+        if item.dup and self.store.seen(dedup_id):
+            log.info("dropped redelivered message %s of device %s", msg.msg_id, device_id)
+            return
+        seen.append(dedup_id)
+        self._apply(handle_device(msg, self.context), outs, [])
+
     def _take_inbound(
         self, item: Inbound, outs: list[Out], calls: list[Call], seen: list[str]
     ) -> Message | None:
+        if self.device_policy is not None:
+            device_id = device_id_of(item.topic, self.topics.prefix)
+            if device_id is not None:
+                self._take_device(item, device_id, outs, seen)
+                return None
         if item.topic == self.bridge_topic and item.topic != self.topics.meta:
             self.metrics.received(item.topic, BRIDGE_STATE)
             state = item.payload.strip()
@@ -435,6 +494,15 @@ class Service:
             if self._metrics_server is not None:
                 self._metrics_server.close()
             log.info("stopped")
+
+
+def _load_cipher(key_file: str) -> ValueCipher | None:
+    if not key_file:
+        return None
+    cipher = ValueCipher.from_file(key_file)
+    if loosely_readable(key_file):
+        log.warning("key file %s can be read by other users: chmod 600 it", key_file)
+    return cipher
 
 
 def _original_request(done: CallDone) -> Message | None:

@@ -26,6 +26,7 @@ from tinydb import TinyDB
 from tinydb.storages import MemoryStorage, Storage
 from tinydb.table import Document, Table
 
+from .cipher import ValueCipher, is_encrypted
 from .errors import StoreError
 from .journal import (
     Journal,
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 
 TABLE = "meta"
 Doc = dict[str, Any]
+#: The type whose values are encrypted at rest when the store has a cipher.
+SECRET_TYPE = "secret"
 
 
 class DatabaseInUse(StoreError):
@@ -358,9 +361,20 @@ class MetaStore:
     ``rollback`` drops every change since the last commit. Besides the table,
     the store keeps the session: a bounded window of processed msg_ids and an
     outbox of messages committed but not yet confirmed by the broker.
+
+    With a ``cipher``, the values of type ``secret`` are stored encrypted and
+    read decrypted (a value stored before, without the cipher's prefix, reads
+    as it is). Without one, every value is read and written as stored.
     """
 
-    def __init__(self, storage: Storage | None = None, *, dedup_window: int = 20_000) -> None:
+    def __init__(
+        self,
+        storage: Storage | None = None,
+        *,
+        dedup_window: int = 20_000,
+        cipher: ValueCipher | None = None,
+    ) -> None:
+        self._cipher = cipher
         self._storage: Storage = storage if storage is not None else MemoryStorage()
         self._durable = self._storage if isinstance(self._storage, DurableStorage) else None
         given = self._storage
@@ -402,13 +416,21 @@ class MetaStore:
                 bucket.discard(key)
 
     # -- reads ----------------------------------------------------------
+    def _reveal(self, key: str, restype: str, value: str) -> str:
+        if self._cipher is None or restype != SECRET_TYPE:
+            return value
+        try:
+            return self._cipher.decrypt(value)
+        except StoreError as exc:
+            raise StoreError(f"secret {key}: {exc}") from None
+
     def get(self, key: str) -> str | None:
         with self._lock:
             doc_id = self._ids.get(key)
             if doc_id is None:
                 return None
             doc = self._table.get(doc_id=doc_id)
-            return None if doc is None else doc["value"]
+            return None if doc is None else self._reveal(key, self._types[key], doc["value"])
 
     def contains(self, key: str) -> bool:
         with self._lock:
@@ -418,7 +440,10 @@ class MetaStore:
         """Values of a type in a namespace, ordered by key (code point order)."""
         with self._lock:
             keys = sorted(self._by_type_ns.get((restype, namespace), ()))
-            return [self._table.get(doc_id=self._ids[k])["value"] for k in keys]  # type: ignore[index]
+            return [
+                self._reveal(k, restype, self._table.get(doc_id=self._ids[k])["value"])  # type: ignore[index]
+                for k in keys
+            ]
 
     def items_of_type(self, restype: str) -> list[tuple[str, str]]:
         """Every (key, value) of a type, ordered by key."""
@@ -426,13 +451,20 @@ class MetaStore:
             keys = sorted(
                 k for (t, _ns), bucket in self._by_type_ns.items() if t == restype for k in bucket
             )
-            return [(k, self._table.get(doc_id=self._ids[k])["value"]) for k in keys]  # type: ignore[index]
+            return [
+                (k, self._reveal(k, restype, self._table.get(doc_id=self._ids[k])["value"]))  # type: ignore[index]
+                for k in keys
+            ]
 
     def items(self) -> list[tuple[str, str, str]]:
         """Every (key, type, value), ordered by key (code point order)."""
         with self._lock:
             return [
-                (k, self._types[k], self._table.get(doc_id=self._ids[k])["value"])  # type: ignore[index]
+                (
+                    k,
+                    self._types[k],
+                    self._reveal(k, self._types[k], self._table.get(doc_id=self._ids[k])["value"]),  # type: ignore[index]
+                )
                 for k in sorted(self._ids)
             ]
 
@@ -443,6 +475,8 @@ class MetaStore:
     # -- writes ---------------------------------------------------------
     def put(self, key: str, restype: str, value: str) -> None:
         """Insert or replace the document of ``key``."""
+        if restype == SECRET_TYPE and self._cipher is not None:
+            value = self._cipher.encrypt(value)
         with self._lock:
             self._note_before(key)
             doc_id = self._ids.get(key)
@@ -479,6 +513,46 @@ class MetaStore:
             self._unindex(key)
             self._journal_undo.append(lambda: self._index(key, restype, doc_id))
             return True
+
+    def check_secrets(self) -> int:
+        """Make the stored secrets match the cipher; returns how many were encrypted now.
+
+        With a cipher: every encrypted secret must decrypt (else StoreError),
+        and secrets stored in plain text before are encrypted (commit and
+        compact afterwards, so that no plain copy stays in the files).
+        Without: StoreError when a secret is stored encrypted, since it could
+        only be served as ciphertext.
+        """
+        with self._lock:
+            stored = {
+                k: self._table.get(doc_id=self._ids[k])["value"]  # type: ignore[index]
+                for k, t in self._types.items()
+                if t == SECRET_TYPE
+            }
+            encrypted = [k for k, v in stored.items() if is_encrypted(v)]
+            if self._cipher is None:
+                if encrypted:
+                    raise StoreError(
+                        f"{len(encrypted)} secret value(s) are stored encrypted (e.g. "
+                        f"{min(encrypted)}) but no database.secretKeyFile is set"
+                    )
+                return 0
+            unreadable = []
+            for key in encrypted:
+                try:
+                    self._cipher.decrypt(stored[key])
+                except StoreError:
+                    unreadable.append(key)
+            if unreadable:
+                raise StoreError(
+                    f"database.secretKeyFile does not decrypt {len(unreadable)} of "
+                    f"{len(encrypted)} encrypted secret value(s) (e.g. {min(unreadable)}): "
+                    "another key?"
+                )
+            plain = [(k, v) for k, v in stored.items() if not is_encrypted(v)]
+            for key, value in plain:
+                self.put(key, SECRET_TYPE, value)
+            return len(plain)
 
     # -- session: duplicate window and outbox ----------------------------
     def _load_session(self, records: list[Any]) -> None:

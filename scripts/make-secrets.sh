@@ -5,8 +5,8 @@
 #
 #   --dir DIR     output folder (default: $EDGEMETA_SECRETS_DIR, else
 #                 mosquitto/secrets of this repository)
-#   --force       replace every role's password (existing clients must get the
-#                 new ones); without it, what exists is kept
+#   --force       give every role a new password (its client must get it);
+#                 without it, what exists is kept
 #   --owner USER  hand DIR and DIR/passwd to USER, the account the broker runs
 #                 as; needed when mosquitto is started as root, because it
 #                 switches to the `mosquitto` user before it reads
@@ -21,7 +21,9 @@
 #
 # Running it again changes nothing, apart from adding a role that is missing
 # from passwd. A role that is in passwd but whose DIR/<role>.password is gone
-# is left alone (its client may hold the password) and the exit status is 1. A running broker reads passwd again on SIGHUP:
+# is left alone (its client may hold the password) and the exit status is 1.
+# Devices (DIR/devices/) are never touched. A running broker reads passwd
+# again on SIGHUP:
 #   kill -HUP "$(cat mosquitto/run/mosquitto.pid)"
 set -eu
 

@@ -11,10 +11,13 @@
 #   DATA_DIR    persistence directory of the edge broker (default
 #               /var/lib/mosquitto/); it must exist and be writable by the broker
 #
-# Example (cloud broker from mosquitto/cloud.conf on this machine):
+# Example (cloud broker from mosquitto/cloud.conf on this machine, port 1884;
+# this edge broker on 1885, next to a development broker on 1883):
 #   mkdir -p /tmp/edge-a
-#   scripts/render-bridge-conf.sh node-a 127.0.0.1 1884 1883 /tmp/edge-a > /tmp/edge-a/edge.conf
+#   scripts/render-bridge-conf.sh node-a 127.0.0.1 1884 1885 /tmp/edge-a > /tmp/edge-a/edge.conf
 #   mosquitto -c /tmp/edge-a/edge.conf
+# Started as root, mosquitto runs as the `mosquitto` user, which must be able
+# to write DATA_DIR.
 set -eu
 
 usage() {
@@ -59,7 +62,7 @@ esac
 case "$data_dir" in
     *[\|\&\\[:space:]]*) fail "DATA_DIR must not contain '|', '&', '\\' or spaces" ;;
 esac
-# Mosquitto appends the file name to persistence_location as is.
+# The manual asks for a trailing "/" on persistence_location.
 case "$data_dir" in
     */) ;;
     *) data_dir="$data_dir/" ;;

@@ -40,6 +40,7 @@ examples:
 export: one JSON object per line, {"key", "type", "value"}, ordered by key.
 import: the same lines; a record whose key exists replaces it, so importing
         twice changes nothing. All or nothing: a bad line imports none.
+        Secrets encrypted at rest (database.secretKeyFile) stay encrypted both ways.
 stats:  records per type, file sizes, journal records.
 compact: fold the journal into the snapshot.
 Exit status: 0 done, 1 the database is in use or unusable, 2 bad input.
@@ -100,9 +101,13 @@ def _size(path: Path) -> int:
 
 @contextmanager
 def opened(
-    args: argparse.Namespace, *, must_exist: bool = True
+    args: argparse.Namespace, *, must_exist: bool = True, write: bool = False
 ) -> Iterator[tuple[MetaStore, DurableStorage]]:
-    """The store, opened and locked as the service would; closed (and compacted) after."""
+    """The store, opened and locked as the service would.
+
+    With ``write`` it is closed as the service closes it (commit, compaction);
+    without, the files are left as they were found.
+    """
     config = tool_config(args.config)
     path = Path(args.db or config.database.path)
     if must_exist and not path.exists() and not _paths(path)[1].exists():
@@ -123,7 +128,7 @@ def opened(
         yield store, storage
         ok = True
     finally:
-        if ok:
+        if ok and write:
             store.close()
         else:
             store.rollback()
@@ -189,7 +194,7 @@ def run_import(args: argparse.Namespace) -> int:
     changed = unchanged = 0
     try:
         with (
-            opened(args, must_exist=False) as (store, _storage),
+            opened(args, must_exist=False, write=True) as (store, _storage),
             Progress("importing", total, unit="bytes") as progress,
         ):
             existing = {key: (restype, value) for key, restype, value in store.items()}
@@ -253,7 +258,7 @@ def run_compact(args: argparse.Namespace) -> int:
     config = tool_config(args.config)
     snapshot, journal = _paths(Path(args.db or config.database.path))
     before = (_size(snapshot), _size(journal))
-    with opened(args) as (store, storage):
+    with opened(args, write=True) as (store, storage):
         records = len(store)
         journal_records = storage.journal.records_written
         store.compact()

@@ -22,7 +22,7 @@ from ..message import (
 )
 from .connection import handle_publish, set_connection
 from .context import CloudLink, Context
-from .effects import Answer, Call, Effect, Forward, Report, fail
+from .effects import Answer, Call, CancelCalls, Effect, Forward, Report, fail
 from .query import handle_query
 from .sync import handle_sync, pod_status_sync
 from .volumes import handle_volume
@@ -83,6 +83,7 @@ __all__ = [
     "HANDLERS",
     "Answer",
     "Call",
+    "CancelCalls",
     "CloudLink",
     "Context",
     "Effect",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..message import Message
 from .context import Context
-from .effects import Effect, fail
+from .effects import CancelCalls, Effect, fail
 from .sync import pod_status_sync
 
 CONNECTION_RESOURCE = "node/connection"
@@ -13,9 +13,16 @@ DISCONNECTED = "cloud_disconnected"
 
 
 def set_connection(connected: bool, ctx: Context) -> list[Effect]:
-    """Record the link state; a change to connected runs a pod status sync at once."""
+    """Record the link state.
+
+    A change to connected runs a pod status sync at once; a known disconnection
+    ends the remote queries in flight with an error instead of letting them
+    wait out their attempts.
+    """
     if ctx.link.set(connected):
         return pod_status_sync(ctx)
+    if not connected and ctx.link.known_disconnected:
+        return [CancelCalls(ctx.topics.cloud, "the cloud is disconnected")]
     return []
 
 

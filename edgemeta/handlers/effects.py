@@ -50,7 +50,15 @@ class Call:
     on_reply: Callable[[Message | None, str], list[Any]] = field(repr=False)
 
 
-Effect = Forward | Answer | Report | Call
+@dataclass(frozen=True, slots=True)
+class CancelCalls:
+    """End every call waiting on ``topic`` now: each is answered with ``reason``."""
+
+    topic: str
+    reason: str
+
+
+Effect = Forward | Answer | Report | Call | CancelCalls
 
 
 def ok(request: Message) -> Answer:

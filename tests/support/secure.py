@@ -9,6 +9,7 @@ the test thread waits on those queues with deadlines.
 from __future__ import annotations
 
 import queue
+import socket
 import ssl
 import threading
 import time
@@ -76,6 +77,7 @@ class SecureClient:
         self.clean_start = clean_start
         self.session_expiry = session_expiry
         self.session_present: bool | None = None
+        self._tls = tls
         self._connacks: queue.Queue[tuple[ReasonCode, bool]] = queue.Queue()
         self._disconnects: queue.Queue[ReasonCode] = queue.Queue()
         self._subacks: queue.Queue[tuple[int, list[ReasonCode]]] = queue.Queue()
@@ -162,9 +164,7 @@ class SecureClient:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
-            self._messages.put(
-                Message(message.topic, bytes(message.payload), bool(message.retain))
-            )
+            self._messages.put(Message(message.topic, bytes(message.payload), bool(message.retain)))
         except Exception as exc:
             self._errors.put(exc)
 
@@ -207,6 +207,15 @@ class SecureClient:
         A TLS handshake failure raises its `ssl.SSLError` here. A connection
         the broker closes without a CONNACK raises `ConnectionError`.
         """
+        if self._tls is not None:
+            # paho never closes its socket when the handshake fails (a
+            # ResourceWarning later, an error under -W error): meet a TLS
+            # failure on a socket of our own first.
+            with (
+                socket.create_connection((self.host, self.port), timeout=self.timeout) as raw,
+                self._tls.wrap_socket(raw, server_hostname=self.host),
+            ):
+                pass
         props: Properties | None = None
         if self.session_expiry:
             props = Properties(PacketTypes.CONNECT)
@@ -250,28 +259,39 @@ class SecureClient:
         self,
         topic: str,
         payload: bytes | str,
-        qos: int = 1,
         retain: bool = False,
         response_topic: str | None = None,
-    ) -> ReasonCode | None:
-        """Publish; at QoS 1 return the PUBACK's reason code, at QoS 0 None."""
-        if qos not in (0, 1):
-            # At QoS 2 paho reports the PUBCOMP's reason code, which is
-            # "Success" even when the broker refused the message in its PUBREC.
-            raise ValueError("only QoS 0 and 1 report what the broker did")
+    ) -> ReasonCode:
+        """Publish at QoS 1; the PUBACK's reason code.
+
+        (At QoS 2 paho reports the PUBCOMP's reason code, which is "Success"
+        even when the broker refused the message in its PUBREC.)
+        """
         props: Properties | None = None
         if response_topic is not None:
             props = Properties(PacketTypes.PUBLISH)
             props.ResponseTopic = response_topic
+        info = self._publish(topic, payload, 1, retain, props)
+        code: ReasonCode = self._wait_ack("PUBACK", self._pubacks, info.mid)
+        return code
+
+    def publish_qos0(self, topic: str, payload: bytes | str) -> None:
+        """Publish at QoS 0: nothing comes back, whatever the broker does with it."""
+        self._publish(topic, payload, 0, False, None).wait_for_publish(self.timeout)
+
+    def _publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        qos: int,
+        retain: bool,
+        props: Properties | None,
+    ) -> mqtt.MQTTMessageInfo:
         data = payload.encode() if isinstance(payload, str) else payload
         info = self._client.publish(topic, data, qos=qos, retain=retain, properties=props)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise AssertionError(f"publish to {topic!r}: {mqtt.error_string(info.rc)}")
-        if qos == 0:
-            info.wait_for_publish(self.timeout)
-            return None
-        code: ReasonCode = self._wait_ack("PUBACK", self._pubacks, info.mid)
-        return code
+        return info
 
     def receive_until(self, topic: str, payload: bytes, timeout: float = 5.0) -> list[Message]:
         """Every message received up to and including the first `payload` on `topic`.

@@ -9,7 +9,7 @@ import pytest
 from tinydb.storages import MemoryStorage
 
 from edgemeta.config import MetaManagerConfig
-from edgemeta.handlers import Answer, Call, CloudLink, Context, Forward, Report, handle
+from edgemeta.handlers import Answer, Call, CancelCalls, CloudLink, Context, Forward, Report, handle
 from edgemeta.message import Message, decode, value_text
 from edgemeta.store import MetaStore
 from edgemeta.topics import Topics
@@ -689,7 +689,9 @@ def put_pod_with_status(ctx: Context, ns: str, name: str, status: str) -> None:
 
 def test_connection_messages_set_the_state_unanswered(ctx: Context) -> None:
     assert ctx.link.state is None
-    assert run(message("publish", "node/connection", "cloud_disconnected"), ctx) == []
+    assert run(message("publish", "node/connection", "cloud_disconnected"), ctx) == [
+        CancelCalls(CLOUD, "the cloud is disconnected")
+    ]
     assert ctx.link.state is False
     assert run(message("publish", "node/connection", "cloud_connected"), ctx) == []
     assert ctx.link.state is True
@@ -704,7 +706,9 @@ def test_becoming_connected_runs_a_sync_once(ctx: Context) -> None:
     assert effects[0].topic == CLOUD
     assert effects[0].message.resource == "ns1/podstatus"
     assert run(message("publish", "node/connection", "cloud_connected"), ctx) == []
-    assert run(message("publish", "node/connection", "cloud_disconnected"), ctx) == []
+    assert run(message("publish", "node/connection", "cloud_disconnected"), ctx) == [
+        CancelCalls(CLOUD, "the cloud is disconnected")
+    ]
     again = run(message("publish", "node/connection", "cloud_connected"), ctx)
     assert [e.message.resource for e in again] == ["ns1/podstatus"]
 

@@ -1,0 +1,1 @@
+"""Benchmarks of edgemeta: `make bench` runs `python -m bench.run` (see bench/README.md)."""
