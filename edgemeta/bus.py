@@ -12,7 +12,8 @@ import random
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from .config import MqttConfig
 from .errors import BusError
+from .wire import GatheringSocket
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,7 @@ class MqttBus:
         self._session = 0
         self._sub_mid: int | None = None
         self._thread: threading.Thread | None = None
+        self._wire: GatheringSocket | None = None
         self._client = self._make_client()
 
     # -- set-up ---------------------------------------------------------
@@ -118,7 +121,9 @@ class MqttBus:
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
                 raise BusError(f"mqtt.tls: cannot load the CA, certificate or key: {exc}") from exc
         client.will_set(self._status_topic, STATUS_OFFLINE, qos=1, retain=True)
-        client.max_inflight_messages_set(1000)
+        # No client-side window: with one, paho walks every unacknowledged message on
+        # each PUBACK while holding the lock publish() needs.
+        client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
@@ -233,6 +238,10 @@ class MqttBus:
         sock = self._client.socket()
         if isinstance(sock, socket.socket):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # paho keeps the socket in a private attribute; wrapping it there is the
+            # one place edgemeta reaches into paho (see wire.py for why).
+            self._wire = GatheringSocket(sock)
+            self._client._sock = self._wire
 
     def _loop(self) -> None:
         failures = 0
@@ -319,6 +328,16 @@ class MqttBus:
         """PUBACK a message of the current connection; older ones are redelivered anyway."""
         if qos and session == self._session and self._online.is_set():
             self._client.ack(mid, qos)
+
+    @contextmanager
+    def gathered(self) -> Iterator[None]:
+        """Publishes and acks made in this block leave together when it ends."""
+        wire = self._wire
+        if wire is None:
+            yield
+            return
+        with wire.corked():
+            yield
 
     def request_redelivery(self) -> None:
         """Drop the connection so the broker resends what was not acknowledged."""

@@ -3,9 +3,10 @@
 A device publishes on ``<prefix>/meta/device/<deviceId>``. With the shipped
 broker ACL (``pattern write beehive/meta/device/%u``) only the device whose
 username is ``<deviceId>`` can write there, so the topic, not the envelope,
-says who sent the message: its ``route.source`` becomes the device id, and
-the device may only write its own resources, ``<namespace>/<type>/<deviceId>``,
-with the operations and types the ``devices`` config section allows.
+says who sent the message: its ``route.source`` becomes the device id (an
+envelope naming a module as its source is refused), and the device may only
+write its own resources, ``<namespace>/<type>/<deviceId>``, with the
+operations and types the ``devices`` config section allows.
 
 A payload is an envelope (SPEC section 1) when it has a ``route`` key;
 otherwise the whole JSON object is the content of an ``update`` of

@@ -9,10 +9,11 @@ from typing import Any
 
 import orjson
 
-# orjson reads an integer beyond 64 bits as a float, losing digits; a run of 19
-# digits anywhere (even inside a string) sends the text to the standard parser.
-_LONG_DIGITS = re.compile(r"\d{19}")
-_LONG_DIGITS_BYTES = re.compile(rb"\d{19}")
+# orjson reads an integer outside -2**63 .. 2**64-1 as a float, losing digits;
+# 20 digits, or a minus and 19, anywhere (even inside a string) send the text
+# to the standard parser.
+_LONG_DIGITS = re.compile(r"-\d{19}|\d{20}")
+_LONG_DIGITS_BYTES = re.compile(rb"-\d{19}|\d{20}")
 
 
 def _reject_constant(name: str) -> Any:

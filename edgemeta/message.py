@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from .errors import MessageError
 from .jsontext import dumps as _dumps
@@ -57,6 +61,7 @@ class Message:
     sync: bool = False
     content: Any = None
     raw: bytes | None = field(default=None, repr=False, compare=False)
+    _value: str | None = field(default=None, repr=False, compare=False)
     # Transport details of a received message (MQTT 5 properties), never encoded.
     response_topic: str | None = field(default=None, repr=False, compare=False)
     correlation: bytes | None = field(default=None, repr=False, compare=False)
@@ -92,6 +97,12 @@ class Message:
             "content": self.content,
         }
 
+    def value(self) -> str:
+        """The stored form of this message's content (computed once)."""
+        if self._value is None:
+            self._value = value_text(self.content)
+        return self._value
+
     def encode(self) -> bytes:
         """The JSON text of this message; the received text when unchanged."""
         if self.raw is not None:
@@ -100,7 +111,7 @@ class Message:
 
     def replace(self, **changes: Any) -> Message:
         """A copy with some fields changed (and no longer the received text)."""
-        keep = ("raw", "response_topic", "correlation")
+        keep = ("raw", "response_topic", "correlation", "_value")
         values = {name: getattr(self, name) for name in self.__slots__ if name not in keep}
         values.update(changes)
         return Message(**values)
@@ -111,7 +122,8 @@ def now_ms() -> int:
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A version-4 UUID; from the random module, which needs no system call per id."""
+    return str(uuid.UUID(int=random.getrandbits(128), version=4))
 
 
 def dumps(value: Any) -> bytes:
@@ -119,10 +131,25 @@ def dumps(value: Any) -> bytes:
     return _dumps(value)
 
 
+# orjson writes exponents as 1e16 where Python writes 1e+16; either way a digit
+# is followed by an "e", and such text takes the standard encoder.
+_EXPONENT = re.compile(rb"[0-9][eE]")
+
+
 def value_text(content: Any) -> str:
-    """The stored form of a content: compact JSON text, or a JSON string's own text."""
+    """The stored form of a content: compact JSON text, or a JSON string's own text.
+
+    Exactly ``json.dumps(content, separators=(",", ":"), ensure_ascii=False)``.
+    """
     if isinstance(content, str):
         return content
+    try:
+        text = orjson.dumps(content)
+    except TypeError:
+        pass
+    else:
+        if _EXPONENT.search(text) is None:
+            return text.decode()
     return json.dumps(content, separators=(",", ":"), ensure_ascii=False)
 
 

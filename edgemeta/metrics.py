@@ -141,6 +141,8 @@ class ServiceMetrics:
         self.cloud_connected.set(-1)
         self._lock = threading.Lock()
         self._calls: dict[str, tuple[str, float]] = {}
+        self._received: dict[tuple[str, str], Any] = {}
+        self._sent: dict[tuple[str, str], Any] = {}
 
     # -- labels -----------------------------------------------------------
     def topic_label(self, topic: str) -> str:
@@ -162,13 +164,22 @@ class ServiceMetrics:
         return "query" if operation == OP_QUERY else "volume"
 
     # -- hooks --------------------------------------------------------------
+    def _child(
+        self, metric: Counter, cache: dict[tuple[str, str], Any], topic: str, op: str
+    ) -> Any:
+        # labels() costs more than the increment; the children are looked up once.
+        child = cache.get((topic, op))
+        if child is None:
+            child = metric.labels(self.topic_label(topic), self.operation_label(op))
+            if len(cache) < 1024:
+                cache[(topic, op)] = child
+        return child
+
     def received(self, topic: str, operation: str) -> None:
-        self.messages_received.labels(
-            self.topic_label(topic), self.operation_label(operation)
-        ).inc()
+        self._child(self.messages_received, self._received, topic, operation).inc()
 
     def sent(self, topic: str, operation: str) -> None:
-        self.messages_sent.labels(self.topic_label(topic), self.operation_label(operation)).inc()
+        self._child(self.messages_sent, self._sent, topic, operation).inc()
 
     def error(self, kind: str) -> None:
         self.errors.labels(kind).inc()

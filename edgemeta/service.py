@@ -298,11 +298,12 @@ class Service:
         self.metrics.set_cloud(self._cloud_state())
         for call in calls:
             self.caller.start(call)
-        mids = self._publish(outs)
+        with self.bus.gathered():
+            mids = self._publish(outs)
+            for item in acks:
+                self.bus.ack(item.mid, item.qos, item.session)
         if seq:
             self._track(seq, mids)
-        for item in acks:
-            self.bus.ack(item.mid, item.qos, item.session)
 
     def _storage_failed(
         self, exc: BaseException, requests: list[tuple[Message | None, bytes]]

@@ -536,6 +536,11 @@ class MetaStore:
                         f"{len(encrypted)} secret value(s) are stored encrypted (e.g. "
                         f"{min(encrypted)}) but no database.secretKeyFile is set"
                     )
+                if any(isinstance(entries, str) for entries in self._outbox.values()):
+                    raise StoreError(
+                        "the journal holds encrypted messages not yet sent, but no "
+                        "database.secretKeyFile is set"
+                    )
                 return 0
             unreadable = []
             for key in encrypted:
@@ -561,7 +566,7 @@ class MetaStore:
             if kind == "s":
                 self._remember(record[1])
             elif kind == "o":
-                self._outbox[record[1]] = record[2]
+                self._outbox[record[1]] = self._open_outbox(record[2])
                 self._seq = max(self._seq, record[1])
             elif kind == "x":
                 for seq in record[1]:
@@ -598,9 +603,26 @@ class MetaStore:
             seq = self._seq
             self._outbox[seq] = entries
             if self._durable is not None:
-                self._durable.append_session(["o", seq, entries])
+                self._durable.append_session(["o", seq, self._seal_outbox(entries)])
             self._journal_undo.append(lambda: self._drop_outbox(seq))
             return seq
+
+    # The outbox holds whole messages, secrets' contents included (forwards,
+    # answers, reports): with a cipher it goes to disk encrypted as a whole.
+    # Without a cipher, an encrypted batch stays as it is, opaque (the ``db``
+    # tools keep it); ``check_secrets`` stops the service from using it.
+    def _seal_outbox(self, entries: Any) -> Any:
+        if self._cipher is None or isinstance(entries, str):
+            return entries
+        return self._cipher.encrypt(dumps_safe(entries).decode("utf-8", "surrogatepass"))
+
+    def _open_outbox(self, sealed: Any) -> Any:
+        if not isinstance(sealed, str) or self._cipher is None:
+            return sealed
+        try:
+            return loads_safe(self._cipher.decrypt(sealed))
+        except StoreError as exc:
+            raise StoreError(f"journal outbox: {exc}") from None
 
     def _drop_outbox(self, seq: int) -> None:
         self._outbox.pop(seq, None)
@@ -621,7 +643,9 @@ class MetaStore:
         records: list[Any] = []
         if self._seen:
             records.append(["s", list(self._seen)])
-        records.extend(["o", seq, entries] for seq, entries in self._outbox.items())
+        records.extend(
+            ["o", seq, self._seal_outbox(entries)] for seq, entries in self._outbox.items()
+        )
         return records
 
     # -- durability -----------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import RequestError
-from ..message import Message, value_text
+from ..message import Message
 from ..topics import is_cloud_source
 from .context import Context
 from .effects import Effect, Forward, fail, ok
@@ -19,7 +19,7 @@ def _require_restype(msg: Message) -> None:
 def store_content(msg: Message, ctx: Context) -> None:
     """Store the message's content under its resource (key = resource, type = restype)."""
     _require_restype(msg)
-    ctx.store.put(msg.resource, msg.restype, value_text(msg.content))
+    ctx.store.put(msg.resource, msg.restype, msg.value())
 
 
 def handle_insert(msg: Message, ctx: Context) -> list[Effect]:
@@ -36,7 +36,7 @@ def handle_update(msg: Message, ctx: Context) -> list[Effect]:
     if restype == "podlist":
         store_content(msg, ctx)
         return [Forward(ctx.topics.mesh, msg), ok(msg)]
-    if restype == "podstatus" and ctx.store.get(msg.resource) == value_text(msg.content):
+    if restype == "podstatus" and ctx.store.get(msg.resource) == msg.value():
         return [ok(msg)]
     source = msg.source
     if source == "edged":

@@ -19,29 +19,6 @@ from tests.support.mqtt import MqttProbe
 from tests.support.service import EdgemetaProcess
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _probes_release_their_socket_pair() -> Iterator[None]:
-    """Workaround for MqttProbe.close leaving paho's wake-up socket pair open.
-
-    paho opens a socket pair in ``loop_start`` and closes it only in
-    ``Client.__del__`` (eclipse-paho/paho.mqtt.python#627). A probe and its
-    client form a reference cycle (bound-method callbacks), so the pair is
-    reclaimed by the cyclic GC in arbitrary order: now and then a socket is
-    finalised first, an "unclosed socket" ResourceWarning becomes an
-    unraisable exception, and ``-W error`` fails the run. The fix belongs in
-    tests/support/mqtt.py; until then every probe closes the pair itself.
-    """
-    original = MqttProbe.close
-
-    def close(self: MqttProbe) -> None:
-        original(self)
-        self._client._reset_sockets(sockpair_only=True)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(MqttProbe, "close", close)
-        yield
-
-
 @pytest.fixture(scope="module")
 def shared_service(
     request: pytest.FixtureRequest, broker: Broker, tmp_path_factory: pytest.TempPathFactory

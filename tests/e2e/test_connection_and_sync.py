@@ -113,8 +113,8 @@ def test_sync_runs_every_interval_first_one_interval_after_start(
     t_second = time.monotonic()
 
     assert first.json["content"] == [{"phase": "Running"}]
-    assert t_first - started >= 0.7 * interval
-    assert t_second - t_first >= 0.7 * interval
+    assert t_first - started >= 0.5 * interval
+    assert t_second - t_first >= 0.5 * interval
 
 
 def test_sync_sends_nothing_when_there_is_nothing(

@@ -82,6 +82,7 @@ class BurstPublisher:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+        self._client._reset_sockets(sockpair_only=True)  # see MqttProbe.close
 
     def __enter__(self) -> BurstPublisher:
         return self
@@ -149,6 +150,7 @@ class SessionObserver:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+        self._client._reset_sockets(sockpair_only=True)  # see MqttProbe.close
 
     def __enter__(self) -> SessionObserver:
         return self

@@ -206,6 +206,7 @@ _GROUPS = {
 
 def read_db(path: Path) -> dict[str, dict[str, Any]]:
     """Every document of table `meta` of a stopped edgemeta's TinyDB file, by key."""
+    assert path.is_file(), f"no database at {path}"
     db = TinyDB(path)
     try:
         docs = db.table("meta").all()

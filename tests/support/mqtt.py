@@ -76,7 +76,7 @@ def envelope(
 def _decode_json(payload: bytes) -> Any:
     try:
         return json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # hostile payloads nest deeper than json goes
         return None
 
 
@@ -398,6 +398,9 @@ class MqttProbe:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+        # paho closes its wake-up socket pair only in __del__ (eclipse-paho/paho.mqtt.python#627);
+        # left to the garbage collector it may warn "unclosed socket", an error under -W error.
+        self._client._reset_sockets(sockpair_only=True)
 
     def __enter__(self) -> MqttProbe:
         return self
