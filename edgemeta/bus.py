@@ -13,7 +13,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,23 @@ STATUS_OFFLINE = b"offline"
 
 def _is_loopback(host: str) -> bool:
     return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+class _WakeSink:
+    """Stands in for paho's wake-up socket while a batch is queued."""
+
+    def send(self, data: bytes) -> int:
+        return len(data)
+
+    def close(self) -> None:
+        pass
+
+
+_WAKE_SINK = _WakeSink()
+
+
+def _no_write_hook(client: Any, userdata: Any, sock: Any) -> None:
+    """paho's on_socket_register_write: nothing to do, the network loop writes."""
 
 
 @dataclass(slots=True)
@@ -130,6 +147,9 @@ class MqttBus:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
+        # With this hook set, paho never writes from the thread that publishes: only
+        # the network thread writes, so packets cannot be reordered or interleaved.
+        client.on_socket_register_write = _no_write_hook
         return client
 
     def _connect_properties(self) -> Properties:
@@ -274,7 +294,12 @@ class MqttBus:
                     )
                     self._stopping.wait(delay)
                     continue
-            rc = self._client.loop(timeout=0.5)
+            wire = self._wire
+            if wire is None:
+                rc = self._client.loop(timeout=0.5)
+            else:
+                with wire.corked():  # everything written in one pass leaves together
+                    rc = self._client.loop(timeout=0.5)
             if self._online.is_set():
                 failures = 0
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not self._stopping.is_set():
@@ -331,13 +356,28 @@ class MqttBus:
 
     @contextmanager
     def gathered(self) -> Iterator[None]:
-        """Publishes and acks made in this block leave together when it ends."""
-        wire = self._wire
-        if wire is None:
+        """Publishes and acks queued in this block wake the network thread once, at its end.
+
+        paho writes one wake-up byte per queued packet; during the block it
+        writes to a sink instead, and one byte is sent when the block ends.
+        """
+        client = self._client
+        real = client._sockpairW
+        if real is None:
             yield
             return
-        with wire.corked():
+        client._sockpairW = _WAKE_SINK  # type: ignore[assignment]
+        try:
             yield
+        finally:
+            if client._sockpairW is _WAKE_SINK:
+                client._sockpairW = real
+                with suppress(OSError):
+                    real.send(b"0")
+            else:
+                # paho replaced its socket pair meanwhile (a reconnect): the old one is ours.
+                with suppress(OSError):
+                    real.close()
 
     def request_redelivery(self) -> None:
         """Drop the connection so the broker resends what was not acknowledged."""

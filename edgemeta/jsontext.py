@@ -9,11 +9,12 @@ from typing import Any
 
 import orjson
 
-# orjson reads an integer outside -2**63 .. 2**64-1 as a float, losing digits;
-# 20 digits, or a minus and 19, anywhere (even inside a string) send the text
-# to the standard parser.
-_LONG_DIGITS = re.compile(r"-\d{19}|\d{20}")
-_LONG_DIGITS_BYTES = re.compile(rb"-\d{19}|\d{20}")
+# orjson reads an integer outside -2**63 .. 2**64-1 as a float, losing digits.
+# Such a number token (20 digits, or a minus and 19, between JSON delimiters)
+# sends the text to the standard parser; digits inside strings do not.
+_BIG_INT = r"(?:^|[:\[,])\s*(?:-\d{19,}|\d{20,})\s*(?:[,\]}]|$)"
+_LONG_DIGITS = re.compile(_BIG_INT)
+_LONG_DIGITS_BYTES = re.compile(_BIG_INT.encode())
 
 
 def _reject_constant(name: str) -> Any:
