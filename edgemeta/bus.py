@@ -384,7 +384,7 @@ class MqttBus:
         log.warning("reconnecting to have unacknowledged messages redelivered")
         self._client.disconnect()
 
-    def stop(self, timeout: float = 3.0) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
         """Publish ``offline``, disconnect cleanly (the session is kept), end the loop."""
         if self._online.is_set():
             info = self._client.publish(self._status_topic, STATUS_OFFLINE, qos=1, retain=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -132,8 +131,14 @@ def dumps(value: Any) -> bytes:
 
 
 # orjson writes exponents as 1e16 where Python writes 1e+16; either way a digit
-# is followed by an "e", and such text takes the standard encoder.
-_EXPONENT = re.compile(rb"[0-9][eE]")
+# is followed by an "e", and such text takes the standard encoder. (Mapping the
+# digits to "0" and searching with bytes.find is much faster than a regex.)
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+
+
+def _has_exponent(text: bytes) -> bool:
+    zeros = text.translate(_DIGITS_AS_ZERO)
+    return zeros.find(b"0e") != -1 or zeros.find(b"0E") != -1
 
 
 def value_text(content: Any) -> str:
@@ -148,7 +153,7 @@ def value_text(content: Any) -> str:
     except TypeError:
         pass
     else:
-        if _EXPONENT.search(text) is None:
+        if not _has_exponent(text):
             return text.decode()
     return json.dumps(content, separators=(",", ":"), ensure_ascii=False)
 
