@@ -265,16 +265,12 @@ def _value(metric: Collector) -> float:
 
 
 def _histogram(metric: Collector) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for sample in _samples(metric):
-        if sample.name.endswith("_count"):
-            out["count"] = int(sample.value)
-        elif sample.name.endswith("_sum"):
-            out["sum"] = round(float(sample.value), 6)
-    return out
+    """Count and sum of a histogram without labels."""
+    return _histograms(metric).get("", {})
 
 
 def _histograms(metric: Collector) -> dict[str, Any]:
+    """Count and sum by the value of the first label ("" without labels)."""
     out: dict[str, dict[str, Any]] = {}
     for sample in _samples(metric):
         kind = next(iter(sample.labels.values()), "")

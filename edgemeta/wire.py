@@ -35,6 +35,7 @@ class GatheringSocket:
         self._wbuf = bytearray()
         self._lock = threading.Lock()
         self._corked = 0
+        self._closed = False
 
     # -- what paho calls ----------------------------------------------------
     def fileno(self) -> int:
@@ -63,6 +64,7 @@ class GatheringSocket:
         return self._sock.send(data)
 
     def close(self) -> None:
+        self._closed = True
         self._sock.close()
 
     def setblocking(self, flag: bool) -> None:
@@ -100,6 +102,8 @@ class GatheringSocket:
                         raise TimeoutError("the broker does not read") from None
                     select.select([], [self._sock], [], min(left, 0.5))
         except OSError as exc:
+            if self._closed:
+                return  # paho closed the connection meanwhile (a stop, a reconnect)
             # A stream cut mid-packet cannot go on: drop the connection; paho
             # resends unacknowledged publishes after it reconnects.
             log.warning("cannot send to the broker (%s); dropping the connection", exc)

@@ -16,19 +16,13 @@
 #   kill -HUP "$(cat mosquitto/run/mosquitto.pid)"
 set -eu
 
-ROLES="edgemeta edged edgemesh edgefunction edgehub observer"
+. "$(dirname "$0")/lib.sh"
 
 usage() {
     echo "usage: $0 [--force] [--dir DIR] DEVICE_ID" >&2
     exit 2
 }
 
-fail() {
-    echo "$0: $1" >&2
-    exit 1
-}
-
-repo_root=$(cd "$(dirname "$0")/.." && pwd)
 dir=${EDGEMETA_SECRETS_DIR:-$repo_root/mosquitto/secrets}
 force=false
 device=
@@ -69,47 +63,20 @@ done
 
 passwd_file=$dir/passwd
 [ -f "$passwd_file" ] || fail "$passwd_file not found: run scripts/make-secrets.sh first"
-command -v mosquitto_passwd >/dev/null 2>&1 ||
-    fail "mosquitto_passwd not found (Debian: apt-get install mosquitto)"
-command -v openssl >/dev/null 2>&1 || fail "openssl not found"
+require_passwd_tools
 
 umask 077
-devices_dir=$dir/devices
-mkdir -p "$devices_dir"
-chmod 700 "$devices_dir"
-password_file=$devices_dir/$device.password
+private_dir "$dir/devices"
+password_file=$dir/devices/$device.password
 
-has_user() {
-    awk -F: -v user="$1" '$1 == user { found = 1 } END { exit !found }' "$passwd_file"
-}
-
-if has_user "$device" && [ "$force" = true ]; then
-    action=replaced
-elif [ "$force" = true ]; then
-    action=created
-elif has_user "$device"; then
-    [ -s "$password_file" ] ||
-        fail "'$device' is in $passwd_file but $password_file is missing; --force gives it a new password"
-    echo "kept $device"
-    exit 0
-elif [ -s "$password_file" ]; then
-    # The clear password survived but passwd lost the user: re-add it.
-    action=restored
-else
-    action=created
-fi
-if [ "$action" = restored ]; then
-    password=$(cat "$password_file")
-else
-    password=$(openssl rand -hex 24)
-    tmp=$password_file.tmp.$$
-    printf '%s\n' "$password" >"$tmp"
-    chmod 600 "$tmp"
-    mv -f "$tmp" "$password_file"
-fi
-# -b puts the password on mosquitto_passwd's command line for the instant
-# it runs; it replaces the user's line if there is one.
-mosquitto_passwd -b "$passwd_file" "$device" "$password"
+set_password "$device" "$password_file"
+case "$action" in
+    missing) exit 1 ;;
+    kept)
+        echo "kept $device"
+        exit 0
+        ;;
+esac
 chmod 600 "$passwd_file"
 echo "$action $device"
 echo "password in $password_file"

@@ -35,17 +35,13 @@ set -eu
 CA_DAYS=3650
 LEAF_DAYS=825
 
+. "$(dirname "$0")/lib.sh"
+
 usage() {
     echo "usage: $0 [--force] [--dir DIR] [--san SAN]... [--client NAME]... [--owner USER]" >&2
     exit 2
 }
 
-fail() {
-    echo "$0: $1" >&2
-    exit 1
-}
-
-repo_root=$(cd "$(dirname "$0")/.." && pwd)
 dir=${EDGEMETA_CERTS_DIR:-$repo_root/mosquitto/certs}
 force=false
 owner=
@@ -92,12 +88,11 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-command -v openssl >/dev/null 2>&1 || fail "openssl not found"
+require_openssl
 
 # Keys are created readable by their owner only.
 umask 077
-mkdir -p "$dir"
-chmod 700 "$dir"
+private_dir "$dir"
 work=$(mktemp -d "$dir/.make-certs.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 

@@ -10,6 +10,7 @@ import argparse
 from typing import Any
 
 from . import configcmd, db, health, query, send, sim_cloud, sim_device, sim_edged, watch
+from .common import add_command
 
 SIM_EPILOG = """\
 A scripted scenario on one broker (each in its own terminal):
@@ -26,12 +27,12 @@ def register(commands: Any) -> None:
     """Add every toolbox command to the ``edgemeta`` sub-command parser."""
     for module in (send, query, watch, db, health, configcmd):
         module.register(commands)
-    sim = commands.add_parser(
+    sim = add_command(
+        commands,
         "sim",
         help="simulate the cloud, edged or devices around edgemeta",
         description="Simulators that talk to edgemeta over the broker.",
         epilog=SIM_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sims = sim.add_subparsers(dest="sim", metavar="WHAT")
     for module in (sim_cloud, sim_edged, sim_device):

@@ -15,7 +15,6 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -121,19 +120,17 @@ class BrokerClient:
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, codes: Any, props: Any
     ) -> None:
-        try:
-            with self._cond:
-                self._acks[("sub", mid)] = list(codes)
-                self._cond.notify_all()
-        except Exception:  # pragma: no cover
-            pass
+        self._hand_over("sub", mid, codes)
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, rc: Any, props: Any
     ) -> None:
+        self._hand_over("pub", mid, rc)
+
+    def _hand_over(self, kind: str, mid: int, value: Any) -> None:
         try:
             with self._cond:
-                self._acks[("pub", mid)] = rc
+                self._acks[(kind, mid)] = value
                 self._cond.notify_all()
         except Exception:  # pragma: no cover
             pass
@@ -223,6 +220,14 @@ class BrokerClient:
         except queue.Empty:
             return None
 
+    def receive_message(self, timeout: float | None) -> Message | None:
+        """The next beehive message of the subscriptions, or None.
+
+        None after ``timeout`` seconds, and for a payload that is no beehive message.
+        """
+        got = self.receive(timeout)
+        return None if got is None else got.message()
+
     def request(
         self, topic: str, message: Message, reply_to: str, timeout: float
     ) -> Received | None:
@@ -275,10 +280,5 @@ class BrokerClient:
     def __enter__(self) -> BrokerClient:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()

@@ -1,4 +1,4 @@
-"""What the commands share: exit codes, the config file, output helpers, stop signals."""
+"""What the commands share: exit codes, parsers, the config file, output helpers, stop signals."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from ..config import DEFAULT_CONFIG_PATH, Config, load_config, parse_config
 from ..errors import BusError, ConfigError, StoreError
+from ..topics import Topics
 
 EXIT_OK = 0
 #: The answer was an error, the service is not online, the database is in use.
@@ -41,6 +43,33 @@ class CommandError(Exception):
         self.status = status
 
 
+def add_command(
+    commands: Any,
+    name: str,
+    *,
+    help: str,
+    description: str,
+    epilog: str,
+    parents: Sequence[argparse.ArgumentParser] = (),
+) -> argparse.ArgumentParser:
+    """A sub-command whose epilog (examples, exit status) keeps its line breaks."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=list(parents),
+    )
+    return parser
+
+
+def add_duration_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--duration", type=float, default=0, metavar="SECONDS", help="stop after (0 = never)"
+    )
+
+
 def add_config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
@@ -62,6 +91,11 @@ def tool_config(path: str | None) -> Config:
             return parse_config("", source="built-in defaults")
         path = DEFAULT_CONFIG_PATH
     return load_config(path)
+
+
+def tool_topics(config: Config) -> Topics:
+    """The topics of the config's prefix, the cloud's messages in its contextSendGroup."""
+    return Topics(config.mqtt.topicPrefix, config.modules.metaManager.contextSendGroup)
 
 
 def guarded(name: str) -> Callable[[Handler], Handler]:
@@ -106,6 +140,23 @@ def stop_on_signals() -> threading.Event:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     return stop
+
+
+class Lifetime:
+    """How long a long-running command runs: until SIGINT or SIGTERM, or ``duration`` seconds.
+
+    A ``duration`` of 0 sets no limit.
+    """
+
+    def __init__(self, duration: float = 0) -> None:
+        self.started = time.monotonic()
+        self._deadline = self.started + duration if duration > 0 else None
+        self._stop = stop_on_signals()
+
+    def over(self) -> bool:
+        if self._stop.is_set():
+            return True
+        return self._deadline is not None and time.monotonic() >= self._deadline
 
 
 def pretty_json(value: Any) -> str:

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from ..config import Config
 from ..journal import dumps_safe
 from ..progress import Progress
 from ..store import DatabaseInUse, DurableStorage, MetaStore, open_storage
@@ -18,6 +19,7 @@ from .common import (
     EXIT_OK,
     EXIT_USAGE,
     CommandError,
+    add_command,
     add_config_option,
     guarded,
     note,
@@ -57,12 +59,12 @@ def _common() -> argparse.ArgumentParser:
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "db",
         help="export, import, inspect or compact the database (service stopped)",
         description="Work on the database file offline.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[_common()],
     )
     sub = parser.add_subparsers(dest="db_command", metavar="ACTION")
@@ -88,7 +90,9 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return EXIT_USAGE
 
 
-def _paths(path: Path) -> tuple[Path, Path]:
+def _paths(args: argparse.Namespace, config: Config) -> tuple[Path, Path]:
+    """The snapshot (--db, else database.path) and the journal beside it."""
+    path = Path(args.db or config.database.path)
     return path, path.with_name(path.name + ".journal")
 
 
@@ -109,8 +113,8 @@ def opened(
     without, the files are left as they were found.
     """
     config = tool_config(args.config)
-    path = Path(args.db or config.database.path)
-    if must_exist and not path.exists() and not _paths(path)[1].exists():
+    path, journal = _paths(args, config)
+    if must_exist and not path.exists() and not journal.exists():
         raise CommandError(f"no database at {path}")
     try:
         storage = open_storage(
@@ -223,8 +227,7 @@ def run_import(args: argparse.Namespace) -> int:
 
 @guarded("db stats")
 def run_stats(args: argparse.Namespace) -> int:
-    config = tool_config(args.config)
-    snapshot, journal = _paths(Path(args.db or config.database.path))
+    snapshot, journal = _paths(args, tool_config(args.config))
     sizes = {"snapshot_bytes": _size(snapshot), "journal_bytes": _size(journal)}
     with opened(args) as (store, storage):
         items = store.items()
@@ -255,8 +258,7 @@ def run_stats(args: argparse.Namespace) -> int:
 
 @guarded("db compact")
 def run_compact(args: argparse.Namespace) -> int:
-    config = tool_config(args.config)
-    snapshot, journal = _paths(Path(args.db or config.database.path))
+    snapshot, journal = _paths(args, tool_config(args.config))
     before = (_size(snapshot), _size(journal))
     with opened(args, write=True) as (store, storage):
         records = len(store)

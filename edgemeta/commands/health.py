@@ -8,9 +8,18 @@ from typing import Any
 
 from ..errors import BusError
 from ..metrics import stats_topic
-from ..topics import Topics
 from .client import BrokerClient, reply_topic
-from .common import EXIT_FAIL, EXIT_OK, add_config_option, guarded, note, say, tool_config
+from .common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    add_command,
+    add_config_option,
+    guarded,
+    note,
+    say,
+    tool_config,
+    tool_topics,
+)
 
 EPILOG = """\
 Prints the status edgemeta keeps retained on <prefix>/meta/status: online,
@@ -22,12 +31,12 @@ Exit status: 0 online, 1 anything else (including no broker).
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "health",
         help="exit 0 when edgemeta is online",
         description="Check the service's retained status on the broker.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--timeout", type=float, default=5.0, metavar="SECONDS", help="broker wait (default 5)"
@@ -40,7 +49,7 @@ def register(commands: Any) -> None:
 @guarded("health")
 def run(args: argparse.Namespace) -> int:
     config = tool_config(args.config)
-    topics = Topics(config.mqtt.topicPrefix)
+    topics = tool_topics(config)
     try:
         with BrokerClient(config.mqtt, name="health", timeout=args.timeout) as client:
             got = client.retained(topics.status, reply_topic(config.mqtt, topics), args.timeout)

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from ..cipher import new_key
-from .common import EXIT_FAIL, EXIT_OK, CommandError, guarded, note
+from .common import EXIT_FAIL, EXIT_OK, CommandError, add_command, guarded, note
 
 EPILOG = """\
 The key is 32 random bytes in URL-safe base64 on one line (a Fernet key).
@@ -25,12 +25,12 @@ example:
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "keygen",
         help="make a key for encrypting secret values at rest",
         description="Write a new key for database.secretKeyFile.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("file", metavar="FILE", help="where to write the key (- for stdout)")
     parser.add_argument(

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from ..message import OP_ERROR, OP_QUERY, new_message, text_value
-from ..topics import META_GROUP, Topics
+from ..topics import META_GROUP
 from .client import BrokerClient, reply_topic
 from .common import (
     EXIT_CODES_EPILOG,
@@ -19,12 +19,14 @@ from .common import (
     EXIT_OK,
     EXIT_USAGE,
     CommandError,
+    add_command,
     add_config_option,
     guarded,
     note,
     pretty_json,
     say,
     tool_config,
+    tool_topics,
 )
 from .send import ask
 
@@ -55,22 +57,22 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def register(commands: Any) -> None:
-    get = commands.add_parser(
+    get = add_command(
+        commands,
         "get",
         help="show one stored resource",
         description="Query one resource: <namespace>/<type>/<name>, or <type>/<name> with -n.",
         epilog="example:  edgemeta get default/pod/nginx -o yaml\n\n" + EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     get.add_argument("resource", metavar="RESOURCE")
     _add_common(get)
     get.set_defaults(handler=run_get)
-    lst = commands.add_parser(
+    lst = add_command(
+        commands,
         "list",
         help="list the stored resources of a type in a namespace",
         description="Query every resource of TYPE in a namespace (ordered by key).",
         epilog="example:  edgemeta list pod -n kube-system\n\n" + EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     lst.add_argument("type", metavar="TYPE", help="pod, configmap, podstatus, service, ...")
     _add_common(lst)
@@ -89,7 +91,7 @@ def full_resource(resource: str, namespace: str) -> str:
 
 def _query(args: argparse.Namespace, resource: str) -> Any:
     config = tool_config(args.config)
-    topics = Topics(config.mqtt.topicPrefix, config.modules.metaManager.contextSendGroup)
+    topics = tool_topics(config)
     message = new_message(OP_QUERY, resource, None, source="edged", group=META_GROUP)
     with BrokerClient(config.mqtt, name="query") as client:
         answer = ask(client, topics, message, reply_topic(config.mqtt, topics), args.timeout)

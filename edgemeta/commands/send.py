@@ -18,12 +18,14 @@ from .common import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     CommandError,
+    add_command,
     add_config_option,
     guarded,
     note,
     pretty_json,
     say,
     tool_config,
+    tool_topics,
 )
 
 EPILOG = (
@@ -44,12 +46,12 @@ the answer's content is printed (-o json: the whole answer).
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "send",
         help="send one message to edgemeta (and wait for its answer)",
         description="Build a beehive message and publish it on <prefix>/meta.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("operation", metavar="OPERATION", help="insert, update, query, ...")
     parser.add_argument("resource", metavar="RESOURCE", help="<namespace>/<type>[/<name>]")
@@ -132,7 +134,7 @@ def show_content(content: Any) -> None:
 @guarded("send")
 def run(args: argparse.Namespace) -> int:
     config = tool_config(args.config)
-    topics = Topics(config.mqtt.topicPrefix, config.modules.metaManager.contextSendGroup)
+    topics = tool_topics(config)
     content = read_content(args.content)
     message = new_message(
         args.operation,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +18,21 @@ import yaml
 
 from ..message import OP_INSERT, OP_PUBLISH, OP_QUERY, Message, new_error, new_response
 from ..message import new_message as _new_message
-from ..topics import META_GROUP, Topics
+from ..topics import META_GROUP
 from .client import BrokerClient
 from .common import (
     EXIT_OK,
     EXIT_USAGE,
     CommandError,
+    Lifetime,
+    add_command,
     add_config_option,
+    add_duration_option,
     guarded,
     note,
     say,
-    stop_on_signals,
     tool_config,
+    tool_topics,
 )
 
 CLOUD_SOURCE = "edgecontroller"
@@ -54,12 +56,12 @@ example:
 
 
 def register(sims: Any) -> None:
-    parser = sims.add_parser(
+    parser = add_command(
+        sims,
         "cloud",
         help="answer remote queries from a folder of Kubernetes objects",
         description="Simulate the cloud side of edgemeta (the hub group).",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--objects", metavar="DIR", required=True, help="folder of objects")
     parser.add_argument(
@@ -76,9 +78,7 @@ def register(sims: Any) -> None:
         action="store_true",
         help="do not announce cloud_connected / cloud_disconnected",
     )
-    parser.add_argument(
-        "--duration", type=float, default=0, metavar="SECONDS", help="stop after (0 = never)"
-    )
+    add_duration_option(parser)
     add_config_option(parser)
     parser.set_defaults(handler=run)
 
@@ -186,10 +186,9 @@ def connection_message(connected: bool) -> Message:
 @guarded("sim cloud")
 def run(args: argparse.Namespace) -> int:
     config = tool_config(args.config)
-    topics = Topics(config.mqtt.topicPrefix, config.modules.metaManager.contextSendGroup)
+    topics = tool_topics(config)
     sim = CloudSimulator(load_objects(Path(args.objects)))
-    stop = stop_on_signals()
-    deadline = time.monotonic() + args.duration if args.duration > 0 else None
+    lifetime = Lifetime(args.duration)
     with BrokerClient(config.mqtt, name="sim-cloud") as client:
         client.subscribe(topics.cloud)
         note(
@@ -204,13 +203,8 @@ def run(args: argparse.Namespace) -> int:
                 client.publish(topics.meta, message.encode())
                 say(f"pushed {message.operation} {message.resource}")
         try:
-            while not stop.is_set():
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
-                got = client.receive(0.2)
-                if got is None:
-                    continue
-                msg = got.message()
+            while not lifetime.over():
+                msg = client.receive_message(0.2)
                 if msg is None:
                     continue
                 if msg.operation == OP_QUERY and msg.sync:

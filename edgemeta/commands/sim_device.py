@@ -9,19 +9,22 @@ import uuid
 from typing import Any
 
 from ..message import OP_ERROR, OP_UPDATE, new_message, now_ms
-from ..topics import META_GROUP, Topics
-from .client import BrokerClient, reply_topic
+from ..topics import META_GROUP
+from .client import BrokerClient, Received, reply_topic
 from .common import (
     EXIT_FAIL,
     EXIT_OK,
     EXIT_USAGE,
     CommandError,
+    Lifetime,
+    add_command,
     add_config_option,
+    add_duration_option,
     guarded,
     note,
     say,
-    stop_on_signals,
     tool_config,
+    tool_topics,
 )
 
 EPILOG = """\
@@ -40,12 +43,12 @@ example:
 
 
 def register(sims: Any) -> None:
-    parser = sims.add_parser(
+    parser = add_command(
+        sims,
         "device",
         help="devices publishing readings at a rate",
         description="Simulate IoT devices that report to edgemeta.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--count", type=int, default=1, metavar="N", help="devices (default 1)")
     parser.add_argument(
@@ -61,9 +64,7 @@ def register(sims: Any) -> None:
     parser.add_argument(
         "--messages", type=int, default=0, metavar="N", help="stop after N in all (0 = never)"
     )
-    parser.add_argument(
-        "--duration", type=float, default=0, metavar="SECONDS", help="stop after (0 = never)"
-    )
+    add_duration_option(parser)
     parser.add_argument(
         "--timeout",
         type=float,
@@ -98,12 +99,13 @@ class Tally:
     def sent(self, correlation: bytes) -> None:
         self.waiting[correlation] = time.monotonic()
 
-    def answered(self, correlation: bytes | None, operation: str | None) -> None:
-        started = self.waiting.pop(correlation or b"", None)
+    def answered(self, got: Received) -> None:
+        started = self.waiting.pop(got.correlation or b"", None)
         if started is None:
             return
         self.latencies.append(time.monotonic() - started)
-        if operation == OP_ERROR or operation is None:
+        answer = got.message()
+        if answer is None or answer.operation == OP_ERROR:
             self.errors += 1
         else:
             self.ok += 1
@@ -114,14 +116,12 @@ def run(args: argparse.Namespace) -> int:
     if args.count < 1 or args.rate <= 0:
         raise CommandError("--count must be >= 1 and --rate > 0", EXIT_USAGE)
     config = tool_config(args.config)
-    topics = Topics(config.mqtt.topicPrefix)
+    topics = tool_topics(config)
     devices = [f"device-{i}" for i in range(args.count)]
     every = 1.0 / (args.rate * args.count)
-    stop = stop_on_signals()
     tally = Tally()
     sent = 0
-    start = time.monotonic()
-    deadline = start + args.duration if args.duration > 0 else None
+    lifetime = Lifetime(args.duration)
     with BrokerClient(config.mqtt, name="sim-device") as client:
         answers = reply_topic(config.mqtt, topics)
         client.subscribe(answers)
@@ -129,11 +129,9 @@ def run(args: argparse.Namespace) -> int:
             f"edgemeta sim device: {args.count} device(s) at {args.rate:g}/s each, "
             f"namespace {args.namespace}"
         )
-        next_at = start
-        while not stop.is_set():
+        next_at = lifetime.started
+        while not lifetime.over():
             now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                break
             if args.messages and sent >= args.messages:
                 break
             if now >= next_at:
@@ -156,16 +154,14 @@ def run(args: argparse.Namespace) -> int:
                 continue
             got = client.receive(max(0.0, min(0.2, next_at - now)))
             if got is not None:
-                answer = got.message()
-                tally.answered(got.correlation, answer.operation if answer else None)
+                tally.answered(got)
         grace = time.monotonic() + args.timeout
         while tally.waiting and (remaining := grace - time.monotonic()) > 0:
             got = client.receive(remaining)
             if got is None:
                 break
-            answer = got.message()
-            tally.answered(got.correlation, answer.operation if answer else None)
-    elapsed = time.monotonic() - start
+            tally.answered(got)
+    elapsed = time.monotonic() - lifetime.started
     latencies = sorted(tally.latencies)
     median = f", median answer {latencies[len(latencies) // 2] * 1000:.1f} ms" if latencies else ""
     say(

@@ -23,18 +23,21 @@ from ..message import (
     new_message,
     new_response,
 )
-from ..topics import META_GROUP, Topics
+from ..topics import META_GROUP
 from .client import BrokerClient
 from .common import (
     EXIT_OK,
     EXIT_USAGE,
     CommandError,
+    Lifetime,
+    add_command,
     add_config_option,
+    add_duration_option,
     guarded,
     note,
     say,
-    stop_on_signals,
     tool_config,
+    tool_topics,
 )
 
 SOURCE = "edged"
@@ -54,12 +57,12 @@ example:
 
 
 def register(sims: Any) -> None:
-    parser = sims.add_parser(
+    parser = add_command(
+        sims,
         "edged",
         help="answer volume requests, report pod statuses",
         description="Simulate edged, the pod manager of the node.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--pod", action="append", default=[], metavar="NS/NAME", help="a pod from the start"
@@ -80,9 +83,7 @@ def register(sims: Any) -> None:
     parser.add_argument(
         "--messages", type=int, default=0, metavar="N", help="stop after N statuses (0 = never)"
     )
-    parser.add_argument(
-        "--duration", type=float, default=0, metavar="SECONDS", help="stop after (0 = never)"
-    )
+    add_duration_option(parser)
     add_config_option(parser)
     parser.set_defaults(handler=run)
 
@@ -142,21 +143,17 @@ class EdgedSimulator:
 @guarded("sim edged")
 def run(args: argparse.Namespace) -> int:
     config = tool_config(args.config)
-    topics = Topics(config.mqtt.topicPrefix, config.modules.metaManager.contextSendGroup)
+    topics = tool_topics(config)
     sim = EdgedSimulator(args.pod, args.phase, args.volume_error)
-    stop = stop_on_signals()
-    start = time.monotonic()
-    deadline = start + args.duration if args.duration > 0 else None
+    lifetime = Lifetime(args.duration)
     every = 1.0 / args.rate if args.rate > 0 else None
-    next_status = start + every if every else None
+    next_status = lifetime.started + every if every else None
     sent = 0
     with BrokerClient(config.mqtt, name="sim-edged") as client:
         client.subscribe(topics.edged)
         note(f"edgemeta sim edged: {len(sim.pods)} pod(s); listening on {topics.edged}")
-        while not stop.is_set():
+        while not lifetime.over():
             now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                break
             if next_status is not None and every is not None and now >= next_status:
                 status = sim.next_status()
                 next_status += every
@@ -167,10 +164,7 @@ def run(args: argparse.Namespace) -> int:
                     if args.messages and sent >= args.messages:
                         break
             wait = 0.2 if next_status is None else max(0.0, min(0.2, next_status - now))
-            got = client.receive(wait)
-            if got is None:
-                continue
-            msg = got.message()
+            msg = client.receive_message(wait)
             if msg is None:
                 continue
             answer, line = sim.take(msg)

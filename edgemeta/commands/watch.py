@@ -7,18 +7,19 @@ import sys
 import time
 from typing import Any
 
-from ..topics import Topics
 from .client import BrokerClient, Received
 from .common import (
     EXIT_OK,
     EXIT_USAGE,
     CommandError,
+    add_command,
     add_config_option,
     guarded,
     note,
     say,
     stop_on_signals,
     tool_config,
+    tool_topics,
 )
 
 EPILOG = """\
@@ -47,12 +48,12 @@ _PREVIEW = 80
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "watch",
         help="show the messages on the broker as they pass",
         description="Subscribe to a topic filter (default <prefix>/#) and print each message.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("filter", nargs="?", metavar="TOPIC-FILTER", help="default <prefix>/#")
     parser.add_argument(
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if args.count < 0:
         raise CommandError("--count must be >= 0", EXIT_USAGE)
     config = tool_config(args.config)
-    topics = Topics(config.mqtt.topicPrefix)
+    topics = tool_topics(config)
     topic_filter = args.filter or f"{topics.prefix}/#"
     colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
     stop = stop_on_signals()

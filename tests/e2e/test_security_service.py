@@ -320,19 +320,8 @@ class Clients:
 
     def close_all(self) -> None:
         for client in self._open.values():
-            release(client)
+            client.close()
         self._open.clear()
-
-
-def release(client: SecureClient) -> None:
-    """Close, and close paho's wake-up socket pair too.
-
-    paho closes that pair only in ``Client.__del__`` (see the workaround for
-    MqttProbe in tests/e2e/conftest.py): left to the garbage collector, it now
-    and then ends the run with an "unclosed socket" warning.
-    """
-    client.close()
-    client._client._reset_sockets(sockpair_only=True)
 
 
 @pytest.fixture
@@ -671,6 +660,7 @@ RUN_SECURE_FILES = (
     "scripts/run-secure.sh",
     "scripts/make-secrets.sh",
     "scripts/make-certs.sh",
+    "scripts/lib.sh",
     "mosquitto/production.conf",
     "mosquitto/acl",
     "conf/edge-secure.yaml",
@@ -776,8 +766,8 @@ def test_run_secure_brings_up_the_broker_and_edgemeta(checkout: Path) -> None:
             assert publish(edged, "beehive/meta", request) in ACCEPTED
             assert answer_to(edged, request)["content"] == "OK"
         finally:
-            release(observer)
-            release(edged)
+            observer.close()
+            edged.close()
     finally:
         status = run.stop()
     output = run.text()

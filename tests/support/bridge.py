@@ -8,24 +8,17 @@ persistence into the test's temp dir. The cloud broker runs `mosquitto/cloud.con
 
 from __future__ import annotations
 
-import queue
 import re
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
 from tests.support.broker import REPO_ROOT, Broker
+from tests.support.client import QueuedClient, session_properties
 from tests.support.mqtt import MqttProbe, Received
 
 CLOUD_CONF = REPO_ROOT / "mosquitto" / "cloud.conf"
@@ -164,13 +157,14 @@ class EdgeNode:
         return f"EdgeNode({self.node}, {self.broker!r})"
 
 
-class SessionSubscriber:
+class SessionSubscriber(QueuedClient):
     """A cloud-side consumer with a persistent session (MQTT 5, clean start off).
 
     Its subscription and the messages queued for it live on the broker while
     it is away, and across a restart of a broker with persistence. It never
-    reconnects by itself: a test closes it and opens a new one with the same
-    client id, so what the broker kept is what the test sees.
+    reconnects by itself: a test closes it (a normal disconnect, so the broker
+    keeps the session) and opens a new one with the same client id, so what
+    the broker kept is what the test sees.
     """
 
     def __init__(
@@ -183,155 +177,27 @@ class SessionSubscriber:
         session_expiry: int = 600,
         timeout: float = 5.0,
     ) -> None:
-        self.client_id = client_id
+        super().__init__(host, port, client_id, timeout=timeout, reconnect=False)
         self.topic_filter = topic_filter
-        self.timeout = timeout
         self.session_present: bool | None = None
-        self._connacks: queue.Queue[tuple[ReasonCode, bool]] = queue.Queue()
-        self._subacks: queue.Queue[list[ReasonCode]] = queue.Queue()
-        self._messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
-        self._errors: queue.Queue[BaseException] = queue.Queue()
-        self._closed = threading.Event()
-
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=mqtt.MQTTv5,
-        )
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        self._client = client
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = session_expiry
-        client.connect_async(host, port, keepalive=30, clean_start=False, properties=props)
-        client.loop_start()
-        try:
-            code, present = self._get(self._connacks, f"CONNACK from {host}:{port}")
-            if code.is_failure:
-                raise AssertionError(f"{client_id}: connection refused: {code}")
-            self.session_present = present
-            if not present:
-                self._subscribe()
-        except BaseException:
-            self.close()
-            raise
-
-    # -- paho callbacks (network thread): enqueue, never raise -------------
-
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.ConnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        try:
-            self._connacks.put((reason_code, bool(flags.session_present)))
-        except Exception as exc:
-            self._errors.put(exc)
-
-    def _on_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.DisconnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        try:
-            if not self._closed.is_set():
-                # A reconnect with the same id would hide what the broker kept.
-                client.disconnect()
-        except Exception as exc:
-            self._errors.put(exc)
-
-    def _on_subscribe(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        mid: int,
-        reason_codes: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
-        try:
-            self._subacks.put(list(reason_codes))
-        except Exception as exc:
-            self._errors.put(exc)
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        try:
-            self._messages.put(message)
-        except Exception as exc:
-            self._errors.put(exc)
-
-    # -- test thread -------------------------------------------------------
-
-    def _get(self, q: queue.Queue[Any], what: str, timeout: float | None = None) -> Any:
-        wait = self.timeout if timeout is None else timeout
-        try:
-            return q.get(timeout=wait)
-        except queue.Empty:
-            raise AssertionError(f"{self.client_id}: no {what} within {wait} s") from None
-        finally:
-            self._check_errors()
-
-    def _check_errors(self) -> None:
-        try:
-            exc = self._errors.get_nowait()
-        except queue.Empty:
-            return
-        raise AssertionError(f"a paho callback of {self.client_id} failed: {exc!r}") from exc
-
-    def _subscribe(self) -> None:
-        result, _ = self._client.subscribe(self.topic_filter, qos=1)
-        if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            raise AssertionError(f"subscribe failed: {mqtt.error_string(result)}")
-        codes = self._get(self._subacks, f"SUBACK for {self.topic_filter}")
-        if any(code.is_failure for code in codes):
-            raise AssertionError(f"subscription to {self.topic_filter} refused: {codes}")
+        with self._closing_on_error():
+            _, self.session_present = self._connect(
+                clean_start=False, properties=session_properties(session_expiry)
+            )
+            if not self.session_present:
+                self._subscribe(topic_filter, 1, self.timeout)
 
     def collect(self, count: int, timeout: float = 10.0) -> list[mqtt.MQTTMessage]:
         """The next `count` messages, in arrival order."""
-        deadline = time.monotonic() + timeout
-        got: list[mqtt.MQTTMessage] = []
-        while len(got) < count:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                payloads = [m.payload for m in got]
-                raise AssertionError(
-                    f"{self.client_id}: {len(got)} of {count} messages within {timeout} s: "
-                    f"{payloads!r}"
-                )
-            got.append(self._get(self._messages, f"message {len(got) + 1}", remaining))
-        return got
+
+        def failure(got: list[mqtt.MQTTMessage]) -> str:
+            payloads = [m.payload for m in got]
+            return (
+                f"{self.client_id}: {len(got)} of {count} messages within {timeout} s: {payloads!r}"
+            )
+
+        return self._collect(lambda got: len(got) >= count, timeout, failure)
 
     def pending(self) -> list[mqtt.MQTTMessage]:
         """Messages received and not collected yet."""
-        out: list[mqtt.MQTTMessage] = []
-        while True:
-            try:
-                out.append(self._messages.get_nowait())
-            except queue.Empty:
-                return out
-
-    def close(self) -> None:
-        """Disconnect normally: the broker keeps the session and queues for it."""
-        self._closed.set()
-        self._client.disconnect()
-        self._client.loop_stop()
-        # paho closes its wake-up socket pair only in __del__ (see tests/e2e/conftest.py).
-        self._client._reset_sockets(sockpair_only=True)
-
-    def __enter__(self) -> SessionSubscriber:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        return self._take_all()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
+
+from tests.support.process import LoggedProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONF = REPO_ROOT / "mosquitto" / "mosquitto.conf"
@@ -39,7 +39,7 @@ def find_mosquitto() -> str:
     return found
 
 
-class Broker:
+class Broker(LoggedProcess):
     """One mosquitto process; its port, data and log survive stop/start/restart."""
 
     def __init__(
@@ -50,18 +50,17 @@ class Broker:
         extra_conf: str = "",
         cwd: Path = REPO_ROOT,
     ) -> None:
+        self.tmp_dir = Path(tmp_dir)
+        super().__init__(self.tmp_dir / "mosquitto.log")
         self.host = LOOPBACK
         self.port = free_port(self.host)
         self.extra_ports: list[int] = []
-        self.tmp_dir = Path(tmp_dir)
         self.data_dir = self.tmp_dir / "data"
-        self.log_path = self.tmp_dir / "mosquitto.log"
         self.pid_path = self.tmp_dir / "mosquitto.pid"
         self.conf_path = self.tmp_dir / "mosquitto.conf"
         # Relative paths left in the config (password files, certificates)
         # resolve from here, as when `make run` starts the broker.
         self.cwd = Path(cwd)
-        self._proc: subprocess.Popen[bytes] | None = None
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.conf_path.write_text(self._rewrite(Path(conf).read_text(), extra_conf))
@@ -105,19 +104,12 @@ class Broker:
         if self.is_running():
             raise RuntimeError(f"broker on port {self.port} is already running")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                [find_mosquitto(), "-c", str(self.conf_path)],
-                cwd=self.cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        proc = self._spawn([find_mosquitto(), "-c", str(self.conf_path)], cwd=self.cwd)
         deadline = time.monotonic() + timeout
         while True:
-            if self._proc.poll() is not None:
+            if proc.poll() is not None:
                 raise RuntimeError(
-                    f"mosquitto exited with {self._proc.returncode} during start\n{self.log_text()}"
+                    f"mosquitto exited with {proc.returncode} during start\n{self.log_text()}"
                 )
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.5):
@@ -132,60 +124,19 @@ class Broker:
                     f"within {timeout} s\n{self.log_text()}"
                 )
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(timeout=min(0.05, remaining))
+                proc.wait(timeout=min(0.05, remaining))
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM and wait: a clean stop writes the persistence file."""
-        proc = self._proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                raise RuntimeError(
-                    f"mosquitto ignored SIGTERM for {timeout} s\n{self.log_text()}"
-                ) from None
-        return proc.returncode
+        return self._terminate(timeout, f"mosquitto ignored SIGTERM for {timeout} s")
 
-    def kill(self) -> None:
-        """SIGKILL: whatever was not saved yet is lost, as in a crash."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    def close(self) -> None:
+        """Stop: the port, data and log stay for a later `start`."""
+        self.stop()
 
     def restart(self) -> None:
         self.stop()
         self.start()
-
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def __enter__(self) -> Broker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = "running" if self.is_running() else "stopped"

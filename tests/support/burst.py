@@ -2,57 +2,27 @@
 
 from __future__ import annotations
 
-import queue
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from tests.support.client import QueuedClient, session_properties
 
 
-class BurstPublisher:
+class BurstPublisher(QueuedClient):
     """A paho client that publishes a sequence at QoS 1 keeping at most ``window`` in flight."""
 
     def __init__(self, host: str, port: int, *, window: int = 200, timeout: float = 10.0) -> None:
-        self._acked: queue.SimpleQueue[int] = queue.SimpleQueue()
-        self._connected = threading.Event()
-        self._errors: list[BaseException] = []
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"burst-{uuid.uuid4().hex[:8]}",
-            protocol=mqtt.MQTTv5,
-        )
-        client.max_inflight_messages_set(window)
-        client.max_queued_messages_set(0)
-        client.on_connect = self._on_connect
-        client.on_publish = self._on_publish
-        self._client = client
+        super().__init__(host, port, f"burst-{uuid.uuid4().hex[:8]}", timeout=timeout, nodelay=True)
+        self._client.max_inflight_messages_set(window)
+        self._client.max_queued_messages_set(0)
         self._window = window
-        client.connect(host, port, keepalive=30)
-        client.loop_start()
-        if not self._connected.wait(timeout):
-            self.close()
-            raise AssertionError(f"no CONNACK from {host}:{port}")
-
-    def _on_connect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any
-    ) -> None:
-        try:
-            sock = client.socket()
-            if isinstance(sock, socket.socket):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._connected.set()
-        except Exception as exc:
-            self._errors.append(exc)
-
-    def _on_publish(
-        self, client: mqtt.Client, userdata: Any, mid: int, rc: Any, props: Any
-    ) -> None:
-        self._acked.put(mid)
+        with self._closing_on_error():
+            self._connect(clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY)
 
     def publish_all(self, topic: str, payloads: Iterable[bytes], timeout: float = 60.0) -> int:
         """Publish every payload; returns how many the broker acknowledged."""
@@ -60,100 +30,42 @@ class BurstPublisher:
         sent = acked = 0
         for payload in payloads:
             while sent - acked >= self._window:
-                acked += self._wait_ack(deadline)
+                acked += self._next_ack(deadline)
+            # Not checked: while the broker restarts, paho keeps the message
+            # and sends it on the next connection.
             self._client.publish(topic, payload, qos=1)
             sent += 1
         while acked < sent:
-            acked += self._wait_ack(deadline)
-        if self._errors:
-            raise self._errors[0]
+            acked += self._next_ack(deadline)
+        self._check_errors()
         return acked
 
-    def _wait_ack(self, deadline: float) -> int:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError("the broker did not acknowledge the burst in time")
-        try:
-            self._acked.get(timeout=left)
-        except queue.Empty:
-            raise AssertionError("the broker did not acknowledge the burst in time") from None
+    def _next_ack(self, deadline: float) -> int:
+        remaining = max(0.0, deadline - time.monotonic())
+        self._get(self._pubacks, remaining, "acknowledgement of the burst")
         return 1
 
-    def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
-        self._client._reset_sockets(sockpair_only=True)  # see MqttProbe.close
 
-    def __enter__(self) -> BurstPublisher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class SessionObserver:
+class SessionObserver(QueuedClient):
     """A subscriber with a persistent session: it misses nothing while the broker restarts."""
 
     def __init__(self, host: str, port: int, topics: list[str], *, timeout: float = 10.0) -> None:
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-
-        self.messages: queue.SimpleQueue[mqtt.MQTTMessage] = queue.SimpleQueue()
-        self._subscribed = threading.Event()
+        super().__init__(host, port, f"observer-{uuid.uuid4().hex[:8]}", timeout=timeout)
         self._topics = topics
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"observer-{uuid.uuid4().hex[:8]}",
-            protocol=mqtt.MQTTv5,
-        )
-        client.on_connect = self._on_connect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        client.reconnect_delay_set(min_delay=1, max_delay=1)
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 600
-        client.connect(host, port, keepalive=30, clean_start=False, properties=props)
-        client.loop_start()
-        self._client = client
-        if not self._subscribed.wait(timeout):
-            self.close()
-            raise AssertionError("observer could not subscribe")
+        self._client.reconnect_delay_set(min_delay=1, max_delay=1)
+        with self._closing_on_error():
+            self._connect(clean_start=False, properties=session_properties(600))
+            self._get(self._subacks, timeout, f"SUBACK for {topics}")
 
-    def _on_connect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any
-    ) -> None:
-        if not rc.is_failure and not flags.session_present:
+    def _connected(
+        self, client: mqtt.Client, flags: mqtt.ConnectFlags, reason_code: ReasonCode
+    ) -> tuple[ReasonCode, Any]:
+        if not reason_code.is_failure and not flags.session_present:
             client.subscribe([(t, 1) for t in self._topics])
-
-    def _on_subscribe(
-        self, client: mqtt.Client, userdata: Any, mid: int, rc: Any, props: Any
-    ) -> None:
-        self._subscribed.set()
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self.messages.put(msg)
+        return super()._connected(client, flags, reason_code)
 
     def collect(self, done: Any, timeout: float) -> list[mqtt.MQTTMessage]:
         """Messages received until ``done(messages)`` is true; fails after ``timeout``."""
-        got: list[mqtt.MQTTMessage] = []
-        deadline = time.monotonic() + timeout
-        while not done(got):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"condition not met in {timeout} s ({len(got)} messages)")
-            try:
-                got.append(self.messages.get(timeout=min(left, 0.5)))
-            except queue.Empty:
-                continue
-        return got
-
-    def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
-        self._client._reset_sockets(sockpair_only=True)  # see MqttProbe.close
-
-    def __enter__(self) -> SessionObserver:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return self._collect(
+            done, timeout, lambda got: f"condition not met in {timeout} s ({len(got)} messages)"
+        )

@@ -9,9 +9,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import IO
 
 from tests.support.broker import REPO_ROOT
@@ -88,6 +87,23 @@ class CliProcess:
             lines.put(line.rstrip("\n"))
         lines.put(None)
 
+    @staticmethod
+    def _take(lines: queue.Queue[str | None], deadline: float | None) -> Iterator[str]:
+        """The lines read until `deadline` (None: those read already)."""
+        while True:
+            try:
+                if deadline is None:
+                    line = lines.get_nowait()
+                else:
+                    line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return
+            if line is None:
+                # The end of the output, left for whoever reads next.
+                lines.put(None)
+                return
+            yield line
+
     def _expect(
         self,
         lines: queue.Queue[str | None],
@@ -96,15 +112,7 @@ class CliProcess:
         timeout: float,
     ) -> str:
         ok = match if callable(match) else (lambda line: match in line)
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                line = lines.get(timeout=remaining)
-            except queue.Empty:
-                break
-            if line is None:
-                lines.put(None)
-                break
+        for line in self._take(lines, time.monotonic() + timeout):
             seen.append(line)
             if ok(line):
                 return line
@@ -135,15 +143,7 @@ class CliProcess:
 
     def _collect(self) -> None:
         for lines, seen in ((self._stdout, self.stdout_lines), (self._stderr, self.stderr_lines)):
-            while True:
-                try:
-                    line = lines.get_nowait()
-                except queue.Empty:
-                    break
-                if line is None:
-                    lines.put(None)
-                    break
-                seen.append(line)
+            seen.extend(self._take(lines, None))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         """Send ``sig`` and wait for the exit status."""
@@ -164,10 +164,5 @@ class CliProcess:
     def __enter__(self) -> CliProcess:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()

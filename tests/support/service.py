@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import copy
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import yaml
 
-from tests.support.broker import REPO_ROOT
+from tests.support.cli import cli_env, command
 from tests.support.mqtt import MqttProbe
+from tests.support.process import LoggedProcess
 
 START_TIMEOUT = 15.0
-ENV_PREFIX = "EDGEMETA_"
 
 
 def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -38,11 +34,12 @@ def client_id_for(prefix: str) -> str:
     return "edgemeta-" + prefix.replace("/", "-")
 
 
-class EdgemetaProcess:
+class EdgemetaProcess(LoggedProcess):
     """One edgemeta process with its own config, database and log in `tmp_dir`.
 
     `start()` may be called again after `stop()`/`kill()`: same config, same
     database, same client id (so the broker keeps its session), log appended.
+    After `kill()` the broker's Last Will says `offline`.
     """
 
     def __init__(
@@ -58,8 +55,8 @@ class EdgemetaProcess:
         self.port = port
         self.tmp_dir = Path(tmp_dir)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        super().__init__(self.tmp_dir / "edgemeta.log")
         self.config_path = self.tmp_dir / "edge.yaml"
-        self.log_path = self.tmp_dir / "edgemeta.log"
         defaults: dict[str, Any] = {
             "mqtt": {"host": host, "port": port, "topicPrefix": prefix},
             "database": {"path": str(self.tmp_dir / "edgemeta.json")},
@@ -73,7 +70,6 @@ class EdgemetaProcess:
         self.db_path = self.tmp_dir / self.config["database"]["path"]
         self.status_topic = f"{self.prefix}/meta/status"
         self.env = dict(env or {})
-        self._proc: subprocess.Popen[bytes] | None = None
         self._status_probe: MqttProbe | None = None
         self.write_config()
 
@@ -82,19 +78,7 @@ class EdgemetaProcess:
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "edgemeta", "run", "--config", str(self.config_path)]
-
-    def _environ(self) -> dict[str, str]:
-        # The developer's own EDGEMETA_* variables must not leak into a test.
-        environ = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
-        # The working tree's package, whether or not it is installed.
-        pythonpath = environ.get("PYTHONPATH")
-        environ["PYTHONPATH"] = (
-            f"{REPO_ROOT}{os.pathsep}{pythonpath}" if pythonpath else str(REPO_ROOT)
-        )
-        environ["PYTHONUNBUFFERED"] = "1"
-        environ.update(self.env)
-        return environ
+        return command("run", "--config", str(self.config_path))
 
     def _probe(self) -> MqttProbe:
         if self._status_probe is None:
@@ -113,15 +97,7 @@ class EdgemetaProcess:
             probe.publish(self.status_topic, b"", qos=1, retain=True)
             probe.subscribe(self.status_topic, qos=1)
             probe.drain()
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                self.command(),
-                cwd=self.tmp_dir,
-                env=self._environ(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self._spawn(self.command(), cwd=self.tmp_dir, env=cli_env(self.env))
         if probe is not None:
             self._wait_status(probe, b"online", timeout)
 
@@ -157,44 +133,14 @@ class EdgemetaProcess:
 
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM and wait; return the exit code (SIGKILL and raise on timeout)."""
-        proc = self._proc
-        if proc is None:
+        status = self._terminate(timeout, f"edgemeta did not exit within {timeout} s of SIGTERM")
+        if status is None:
             raise RuntimeError("edgemeta was never started")
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                raise RuntimeError(
-                    f"edgemeta did not exit within {timeout} s of SIGTERM\n{self.log_text()}"
-                ) from None
-        return proc.returncode
-
-    def kill(self) -> None:
-        """SIGKILL: no clean shutdown, the broker's Last Will says `offline`."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        return status
 
     @property
     def returncode(self) -> int | None:
         return self._proc.poll() if self._proc is not None else None
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
 
     def close(self) -> None:
         """Stop the process if it still runs, and the status probe.
@@ -208,18 +154,6 @@ class EdgemetaProcess:
             if self._status_probe is not None:
                 self._status_probe.close()
                 self._status_probe = None
-
-    def __enter__(self) -> EdgemetaProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"EdgemetaProcess(pid={self.pid}, prefix={self.prefix}, {self.tmp_dir})"
