@@ -33,7 +33,14 @@ import pytest
 from paho.mqtt.reasoncodes import ReasonCode
 
 from tests.support.broker import REPO_ROOT, Broker
-from tests.support.secure import NOT_AUTHORIZED, SecureClient, Will, tls_context
+from tests.support.secure import (
+    NOT_AUTHORIZED,
+    ROLES,
+    SecureClient,
+    SiteFiles,
+    Will,
+    tls_context,
+)
 
 PRODUCTION_CONF = REPO_ROOT / "mosquitto" / "production.conf"
 ACL = REPO_ROOT / "mosquitto" / "acl"
@@ -41,7 +48,6 @@ MAKE_SECRETS = REPO_ROOT / "scripts" / "make-secrets.sh"
 MAKE_CERTS = REPO_ROOT / "scripts" / "make-certs.sh"
 ADD_DEVICE = REPO_ROOT / "scripts" / "add-device.sh"
 
-ROLES = ("edgemeta", "edged", "edgemesh", "edgefunction", "edgehub", "observer")
 DEVICES = ("dev-1", "dev-2")
 SUCCESS = 0x00
 GRANTED_QOS_1 = 0x01
@@ -75,32 +81,8 @@ def files_in(folder: Path) -> dict[str, bytes]:
 
 
 @dataclass(frozen=True)
-class Site:
-    """A broker running production.conf, and the files the scripts made for it."""
-
-    root: Path
-    broker: Broker
-
-    @property
-    def secrets(self) -> Path:
-        return self.root / "mosquitto" / "secrets"
-
-    @property
-    def certs(self) -> Path:
-        return self.root / "mosquitto" / "certs"
-
-    @property
-    def other_ca(self) -> Path:
-        """An unrelated CA (and its certificates), made by the same script."""
-        return self.root / "other-ca"
-
-    @property
-    def tls_port(self) -> int:
-        return self.broker.extra_ports[0]
-
-    def password(self, user: str) -> str:
-        name = f"{user}.password" if user in ROLES else f"devices/{user}.password"
-        return (self.secrets / name).read_text().strip()
+class Site(SiteFiles):
+    """The production broker, as the broker's own tests use it."""
 
     def client(
         self,

@@ -32,7 +32,7 @@ from edgemeta.cipher import new_key
 from tests.support.broker import REPO_ROOT, Broker, free_port
 from tests.support.helpers import Edge, compact
 from tests.support.mqtt import MqttProbe, Received, envelope
-from tests.support.secure import NOT_AUTHORIZED, Message, SecureClient, tls_context
+from tests.support.secure import NOT_AUTHORIZED, Message, SecureClient, SiteFiles, tls_context
 from tests.support.service import EdgemetaProcess
 
 MAX_PAYLOAD = 4096
@@ -251,30 +251,8 @@ def run_script(*args: str | Path, cwd: Path | None = None) -> str:
 
 
 @dataclass(frozen=True)
-class Site:
-    root: Path
-    broker: Broker
-
-    @property
-    def secrets(self) -> Path:
-        return self.root / "mosquitto" / "secrets"
-
-    @property
-    def certs(self) -> Path:
-        return self.root / "mosquitto" / "certs"
-
-    @property
-    def other_ca(self) -> Path:
-        return self.root / "other-ca"
-
-    @property
-    def tls_port(self) -> int:
-        return self.broker.extra_ports[0]
-
-    def password_file(self, user: str) -> Path:
-        if user.startswith("dev-"):
-            return self.secrets / "devices" / f"{user}.password"
-        return self.secrets / f"{user}.password"
+class Site(SiteFiles):
+    """The production broker, for edgemeta's own security tests."""
 
     def client(self, user: str) -> SecureClient:
         """A TLS client of ``user`` (host "localhost": the host name is checked)."""
@@ -282,7 +260,7 @@ class Site:
             "localhost",
             self.tls_port,
             username=user,
-            password=self.password_file(user).read_text().strip(),
+            password=self.password(user),
             tls=tls_context(self.certs / "ca.crt"),
         )
 

@@ -19,6 +19,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
+from tests.support.broker import Broker
 from tests.support.client import QueuedClient, payload_bytes, publish_properties, session_properties
 
 #: MQTT 5 reason code "Not authorized".
@@ -186,3 +187,41 @@ class SecureClient(QueuedClient):
 
     def __repr__(self) -> str:
         return f"SecureClient({self.username or 'anonymous'} @ {self.host}:{self.port})"
+
+
+#: The broker users `scripts/make-secrets.sh` creates (devices are added apart).
+ROLES = ("edgemeta", "edged", "edgemesh", "edgefunction", "edgehub", "observer")
+
+
+@dataclass(frozen=True)
+class SiteFiles:
+    """A broker running production.conf, and the files the scripts made for it."""
+
+    root: Path
+    broker: Broker
+
+    @property
+    def secrets(self) -> Path:
+        return self.root / "mosquitto" / "secrets"
+
+    @property
+    def certs(self) -> Path:
+        return self.root / "mosquitto" / "certs"
+
+    @property
+    def other_ca(self) -> Path:
+        """An unrelated CA (and its certificates), made by the same script."""
+        return self.root / "other-ca"
+
+    @property
+    def tls_port(self) -> int:
+        return self.broker.extra_ports[0]
+
+    def password_file(self, user: str) -> Path:
+        """A role's password file, or a device's (every user that is not a role)."""
+        if user in ROLES:
+            return self.secrets / f"{user}.password"
+        return self.secrets / "devices" / f"{user}.password"
+
+    def password(self, user: str) -> str:
+        return self.password_file(user).read_text().strip()
