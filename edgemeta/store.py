@@ -32,6 +32,7 @@ from .journal import (
     Journal,
     dumps_safe,
     ensure_private_dir,
+    fsync_dir,
     loads_safe,
     set_aside,
     write_atomic,
@@ -108,6 +109,9 @@ class DurableStorage(Storage):
         ensure_private_dir(self.path.parent)
         self._lock_fd: int | None = self._acquire_lock() if lock else None
         self.journal = Journal(self.path.with_name(self.path.name + ".journal"), sync=sync)
+        # The journal of a compaction whose snapshot is still being written.
+        self.old_journal = self.path.with_name(self.path.name + ".journal.old")
+        self._compaction: threading.Thread | None = None
         self._undo: list[tuple[str, str, Doc | None]] = []
         self._undo_full: dict[str, dict[str, Doc]] | None = None
         self.session_records: list[Any] = []
@@ -118,8 +122,10 @@ class DurableStorage(Storage):
             self.journal.open()
             if self.journal.damaged:
                 self.recovered_from_damage = True
-            if self.recovered_from_damage and self.journal.writable:
-                # What was salvaged exists only in memory until a new snapshot holds it.
+            interrupted = self.old_journal.exists()
+            if (self.recovered_from_damage or interrupted) and self.journal.writable:
+                # What was salvaged, or what an interrupted compaction left in two
+                # journals, is folded into a new snapshot at once.
                 self.compact(self.session_records)
         except BaseException:
             self.unlock()
@@ -183,15 +189,25 @@ class DurableStorage(Storage):
             return data
 
     def _replay(self) -> None:
+        journals = [self.journal]
+        if self.old_journal.exists():
+            # A compaction was interrupted: its journal comes first. Replaying it
+            # onto a snapshot that already holds it is harmless (same final values).
+            journals.insert(0, Journal(self.old_journal, sync=self.journal.sync_enabled))
+        for journal in journals:
+            self._replay_one(journal)
+            self.recovered_from_damage = self.recovered_from_damage or journal.damaged
+
+    def _replay_one(self, journal: Journal) -> None:
         data = self._data
         try:
-            size = self.journal.path.stat().st_size
+            size = journal.path.stat().st_size
         except OSError:
             size = 0
         progress = Progress("replaying the journal", size, unit="bytes")
-        for count, record in enumerate(self.journal.replay()):
+        for count, record in enumerate(journal.replay()):
             if count & 0x3FF == 0:
-                progress.update(self.journal.replayed_bytes)
+                progress.update(journal.replayed_bytes)
             kind = record[0]
             if kind == "p":
                 data.setdefault(record[1], {})[record[2]] = record[3]
@@ -202,7 +218,7 @@ class DurableStorage(Storage):
                 data.update(record[1])
             else:
                 self.session_records.append(record)
-        progress.update(self.journal.replayed_bytes)
+        progress.update(journal.replayed_bytes)
         progress.finish()
 
     # -- TinyDB Storage API ---------------------------------------------
@@ -266,7 +282,8 @@ class DurableStorage(Storage):
 
     @property
     def needs_compaction(self) -> bool:
-        return self.journal.records_since_reset >= self.compact_after
+        running = self._compaction is not None and self._compaction.is_alive()
+        return not running and self.journal.records_since_reset >= self.compact_after
 
     @property
     def has_uncommitted_changes(self) -> bool:
@@ -274,10 +291,54 @@ class DurableStorage(Storage):
         return bool(self._undo) or self._undo_full is not None
 
     def compact(self, session: list[Any]) -> None:
-        """Fold the journal into a new snapshot; ``session`` records start the new journal."""
+        """Fold the journal into a new snapshot now; ``session`` records start the new journal."""
+        self.wait_compaction()
         self.journal.commit()
         write_atomic(self.path, _snapshot_chunks(self._data), sync=self.journal.sync_enabled)
         self.journal.reset(session)
+        self._drop_old_journal()
+
+    def start_compaction(self, session: list[Any]) -> None:
+        """Fold the journal into a new snapshot without holding up the caller.
+
+        The journal is set aside as ``<path>.journal.old`` and a new one starts
+        with ``session``; a thread writes the snapshot of the data as it is now
+        and then deletes the old journal. Documents are replaced, never changed
+        in place (``_Recorder``), so a shallow copy of each table is a
+        consistent picture. A crash in between leaves both journals, and both
+        are replayed at the next start.
+        """
+        self.wait_compaction()
+        if self.old_journal.exists():
+            self.compact(session)  # the last snapshot failed: no second old journal
+            return
+        self.journal.commit()
+        self.journal.close()
+        os.replace(self.journal.path, self.old_journal)
+        fsync_dir(self.path.parent)
+        self.journal.reset(session)
+        tables = {name: dict(table) for name, table in self._data.items()}
+        self._compaction = threading.Thread(
+            target=self._write_snapshot, args=(tables,), name="edgemeta-compaction", daemon=True
+        )
+        self._compaction.start()
+
+    def _write_snapshot(self, tables: dict[str, dict[str, Doc]]) -> None:
+        try:
+            write_atomic(self.path, _snapshot_chunks(tables), sync=self.journal.sync_enabled)
+            self._drop_old_journal()
+        except OSError as exc:
+            log.error("writing the snapshot %s failed, its journal is kept: %s", self.path, exc)
+
+    def wait_compaction(self) -> None:
+        if self._compaction is not None:
+            self._compaction.join()
+            self._compaction = None
+
+    def _drop_old_journal(self) -> None:
+        if self.old_journal.exists():
+            self.old_journal.unlink()
+            fsync_dir(self.path.parent)
 
 
 class _Recorder(MutableMapping[int, Doc]):
@@ -289,13 +350,15 @@ class _Recorder(MutableMapping[int, Doc]):
 
     def _touch(self, key: str) -> None:
         if key not in self.before:
-            doc = self.raw.get(key)
-            self.before[key] = None if doc is None else dict(doc)
+            self.before[key] = self.raw.get(key)
 
     def __getitem__(self, doc_id: int) -> Doc:
+        # Copy on write: the document TinyDB changes is a new object, so the old
+        # one is the before-image and a snapshot being written never sees a change.
         key = str(doc_id)
         self._touch(key)
-        return self.raw[key]
+        doc = self.raw[key] = dict(self.raw[key])
+        return doc
 
     def __setitem__(self, doc_id: int, doc: Doc) -> None:
         key = str(doc_id)
@@ -665,7 +728,7 @@ class MetaStore:
             self._journal_undo.clear()
             self._key_undo.clear()
             if self._durable is not None and self._durable.needs_compaction:
-                self.compact()
+                self.compact(background=True)
 
     def rollback(self) -> None:
         """Drop every change since the last commit."""
@@ -701,17 +764,29 @@ class MetaStore:
                 assert doc is not None
                 self._key_undo[key] = (doc["type"], doc["value"], doc_id)
 
-    def compact(self) -> None:
-        """Fold the journal into a new snapshot; a failure is logged, the journal kept."""
+    def compact(self, *, background: bool = False) -> None:
+        """Fold the journal into a new snapshot; a failure is logged, the journal kept.
+
+        ``background``: the snapshot is written by a thread of its own (the
+        journal is switched at once); otherwise this returns when it is done.
+        """
         with self._lock:
             if self._durable is None:
                 return
             try:
-                self._durable.compact(self._session_snapshot())
+                if background:
+                    self._durable.start_compaction(self._session_snapshot())
+                else:
+                    self._durable.compact(self._session_snapshot())
             except (OSError, StoreError) as exc:
                 log.error(
                     "compaction of %s failed, the journal is kept: %s", self._durable.path, exc
                 )
+
+    def wait_compaction(self) -> None:
+        """Return when a snapshot being written in the background is done."""
+        if self._durable is not None:
+            self._durable.wait_compaction()
 
     def close(self) -> None:
         with self._lock:

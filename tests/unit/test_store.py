@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -633,6 +634,7 @@ def test_compaction_keeps_data_and_session(durable: Durable) -> None:
         if i % 2:
             store.outbox_sent([pending.pop(0)])
         store.commit()
+        store.wait_compaction()
         data_records = [
             line for line in durable.journal.read_bytes().splitlines() if line[9:14] in DATA_KINDS
         ]
@@ -824,3 +826,113 @@ def test_failed_compaction_leaves_a_consistent_working_store(
     durable.crash(store)
     assert contents(durable.open(compact_after=3)) == shown
     assert raised is None or isinstance(raised, StoreError), repr(raised)
+
+
+# -- compaction in the background ------------------------------------------------
+
+
+def _snapshot_values(path: Path) -> dict[str, str]:
+    with TinyDB(path, access_mode="r") as db:
+        return {d["key"]: d["value"] for d in db.table("meta").all()}
+
+
+def test_background_compaction_writes_the_data_as_it_was_when_it_started(
+    durable: Durable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = durable.open()
+    store.put("ns/pod/a", "pod", "old")
+    store.commit()
+    storage = store._durable
+    assert storage is not None
+    release = threading.Event()
+    real_write = DurableStorage._write_snapshot
+
+    def held_write(self: DurableStorage, tables: dict[str, Any]) -> None:
+        assert release.wait(10)
+        real_write(self, tables)
+
+    monkeypatch.setattr(DurableStorage, "_write_snapshot", held_write)
+    store.compact(background=True)
+    store.put("ns/pod/a", "pod", "new")  # changed while the snapshot is being written
+    store.put("ns/pod/b", "pod", "added")
+    store.commit()
+    release.set()
+    store.wait_compaction()
+    assert _snapshot_values(durable.path) == {"ns/pod/a": "old"}
+    assert not storage.old_journal.exists()
+    durable.crash(store)
+    again = durable.open()
+    assert contents(again) == {"ns/pod/a": "new", "ns/pod/b": "added"}
+
+
+def test_crash_before_the_background_snapshot_replays_both_journals(
+    durable: Durable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = durable.open()
+    store.put("ns/pod/a", "pod", "1")
+    store.mark_seen(["m-1"])
+    store.commit()
+    monkeypatch.setattr(DurableStorage, "_write_snapshot", lambda self, tables: None)
+    store.compact(background=True)  # the journal is set aside; the snapshot never comes
+    store.put("ns/pod/b", "pod", "2")
+    store.commit()
+    storage = store._durable
+    assert storage is not None and storage.old_journal.exists()
+    durable.crash(store)
+    monkeypatch.undo()
+
+    again = durable.open()
+    assert contents(again) == {"ns/pod/a": "1", "ns/pod/b": "2"}
+    assert again.seen("m-1")
+    assert not durable.path.with_name(durable.path.name + ".journal.old").exists()
+    assert _snapshot_values(durable.path) == {"ns/pod/a": "1", "ns/pod/b": "2"}
+
+
+def test_crash_after_the_snapshot_before_the_old_journal_is_gone(
+    durable: Durable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = durable.open()
+    for i in range(5):
+        store.put(f"ns/pod/{i}", "pod", f"v{i}")
+        store.commit()
+    store.delete("ns/pod/0")
+    store.commit()
+    monkeypatch.setattr(DurableStorage, "_drop_old_journal", lambda self: None)
+    store.compact(background=True)
+    store.wait_compaction()
+    store.put("ns/pod/1", "pod", "later")
+    store.commit()
+    durable.crash(store)
+    monkeypatch.undo()
+
+    again = durable.open()
+    assert contents(again) == {
+        "ns/pod/1": "later",
+        "ns/pod/2": "v2",
+        "ns/pod/3": "v3",
+        "ns/pod/4": "v4",
+    }
+
+
+def test_a_failed_background_snapshot_is_redone_at_the_next_compaction(
+    durable: Durable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = durable.open()
+    store.put("ns/pod/a", "pod", "1")
+    store.commit()
+
+    def failing(path: Path, chunks: Any, *, sync: bool = True) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("edgemeta.store.write_atomic", failing)
+    store.compact(background=True)
+    store.wait_compaction()
+    storage = store._durable
+    assert storage is not None and storage.old_journal.exists()
+    monkeypatch.undo()
+    store.put("ns/pod/b", "pod", "2")
+    store.commit()
+    store.compact(background=True)
+    store.wait_compaction()
+    assert not storage.old_journal.exists()
+    assert _snapshot_values(durable.path) == {"ns/pod/a": "1", "ns/pod/b": "2"}
