@@ -8,7 +8,7 @@ import time
 import uuid
 from typing import Any
 
-from ..message import OP_ERROR, OP_UPDATE, new_message, now_ms
+from ..message import OP_ERROR, OP_UPDATE, dumps, new_message, now_ms
 from ..topics import META_GROUP
 from .client import BrokerClient, Received, reply_topic
 from .common import (
@@ -35,7 +35,10 @@ counts edgemeta's answers: the summary line says how many were OK, errors,
 or unanswered (after --timeout). Exit status 1 when any was not OK.
 
 --topic sets where devices publish; {prefix} and {id} are replaced
-(default {prefix}/meta).
+(default {prefix}/meta). On a device topic, {prefix}/meta/device/{id},
+each device sends its reading as a bare JSON object, as a real device
+would; edgemeta stores and forwards it but does not answer devices, so
+the summary only counts what was sent.
 
 example:
   edgemeta sim device --count 5 --rate 2 --duration 30
@@ -122,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     tally = Tally()
     sent = 0
     lifetime = Lifetime(args.duration)
+    device_topics = "/meta/device/" in args.topic
     with BrokerClient(config.mqtt, name="sim-device") as client:
         answers = reply_topic(config.mqtt, topics)
         client.subscribe(answers)
@@ -134,6 +138,15 @@ def run(args: argparse.Namespace) -> int:
             now = time.monotonic()
             if args.messages and sent >= args.messages:
                 break
+            if now >= next_at and device_topics:
+                device = devices[sent % len(devices)]
+                topic = args.topic.format(prefix=topics.prefix, id=device)
+                client.publish(topic, dumps(reading(device, sent // len(devices))))
+                if not args.quiet:
+                    say(f"{device} reading on {topic}")
+                sent += 1
+                next_at += every
+                continue
             if now >= next_at:
                 device = devices[sent % len(devices)]
                 msg = new_message(
@@ -162,6 +175,9 @@ def run(args: argparse.Namespace) -> int:
                 break
             tally.answered(got)
     elapsed = time.monotonic() - lifetime.started
+    if device_topics:
+        say(f"sent {sent} reading(s) from {args.count} device(s) in {elapsed:.1f} s")
+        return EXIT_OK
     latencies = sorted(tally.latencies)
     median = f", median answer {latencies[len(latencies) // 2] * 1000:.1f} ms" if latencies else ""
     say(

@@ -136,3 +136,26 @@ def test_sim_device_reports_unanswered_updates(service: EdgemetaProcess) -> None
     )  # fmt: skip
     assert done.returncode == 1
     assert "0 OK, 0 error(s), 2 unanswered" in done.stdout
+
+
+def test_sim_device_on_device_topics_sends_bare_readings_that_reach_the_cloud(
+    service: EdgemetaProcess,
+) -> None:
+    config = service.config_path
+    prefix = service.config["mqtt"]["topicPrefix"]
+    with MqttProbe(service.host, service.port) as cloud:
+        cloud.subscribe(f"{prefix}/hub")
+        done = run_cli(
+            "sim", "device", "--count", "2", "--rate", "20", "--messages", "4", "-q",
+            "--topic", "{prefix}/meta/device/{id}", "-c", config,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "sent 4 reading(s) from 2 device(s)" in done.stdout
+        forwarded = [cloud.expect(f"{prefix}/hub", timeout=5).json for _ in range(4)]
+    assert {m["route"]["source"] for m in forwarded} == {"device-0", "device-1"}
+    assert {m["route"]["resource"] for m in forwarded} == {
+        "default/device/device-0",
+        "default/device/device-1",
+    }
+    devices = json.loads(run_cli("list", "device", "-o", "json", "-c", config).stdout)
+    assert [d["device"] for d in devices] == ["device-0", "device-1"]
