@@ -67,6 +67,50 @@ def _snapshot_chunks(data: dict[str, dict[str, Doc]]) -> Iterator[bytes]:
     yield b"\n}\n"
 
 
+def _read_lines(path: Path) -> dict[str, dict[str, Doc]] | None:
+    """A snapshot written by ``_snapshot_chunks``, read a line at a time.
+
+    Nothing but the documents is held in memory (not the file's text too).
+    Returns None for any other layout, including a damaged file: the caller
+    then reads it whole.
+    """
+    data: dict[str, dict[str, Doc]] = {}
+    current: dict[str, Doc] | None = None
+    closed = False
+    with open(path, "rb") as src:
+        if src.readline().strip() != b"{":
+            return None
+        for line in src:
+            text = line.strip()
+            if closed:
+                if text:
+                    return None
+                continue
+            if current is None:
+                header = _TABLE_LINE.match(text)
+                if header is not None:
+                    current = data.setdefault(loads_safe(b'"' + header.group(1) + b'"'), {})
+                elif text == b"}":
+                    closed = True
+                else:
+                    return None
+                continue
+            if text in (b"}", b"},"):
+                current = None
+                continue
+            try:
+                entry = loads_safe(b"{" + text.rstrip(b",") + b"}")
+            except ValueError:
+                return None
+            if not isinstance(entry, dict) or len(entry) != 1:
+                return None
+            for doc_id, doc in entry.items():
+                if not isinstance(doc, dict):
+                    return None
+                current[doc_id] = doc
+    return data if closed else None
+
+
 def _salvage(raw: bytes) -> dict[str, dict[str, Doc]]:
     """Every intact document of a damaged snapshot written by ``_snapshot_chunks``."""
     data: dict[str, dict[str, Doc]] = {}
@@ -160,6 +204,14 @@ class DurableStorage(Storage):
 
     # -- start-up -------------------------------------------------------
     def _load_snapshot(self) -> dict[str, dict[str, Doc]]:
+        try:
+            streamed = _read_lines(self.path)
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
+        if streamed is not None:
+            return streamed
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:

@@ -936,3 +936,32 @@ def test_a_failed_background_snapshot_is_redone_at_the_next_compaction(
     store.wait_compaction()
     assert not storage.old_journal.exists()
     assert _snapshot_values(durable.path) == {"ns/pod/a": "1", "ns/pod/b": "2"}
+
+
+def test_snapshot_is_read_a_line_at_a_time_and_equals_the_whole_file(tmp_path: Path) -> None:
+    from edgemeta.store import _read_lines, _snapshot_chunks
+
+    data = {
+        "empty": {},
+        "meta": {
+            "1": {"key": "ns/pod/a", "type": "pod", "value": '{"a":"x,\\n}"}'},
+            "2": {"key": "ns/pod/b", "type": "pod", "value": "ünï \ud800 \u2028"},
+        },
+        "other": {"7": {"n": 123456789012345678901234567890}},
+    }
+    path = tmp_path / "snap.json"
+    path.write_bytes(b"".join(_snapshot_chunks(data)))
+    assert _read_lines(path) == data
+    assert json.loads(path.read_text()) == data
+
+
+def test_a_snapshot_in_another_layout_is_read_whole(tmp_path: Path) -> None:
+    from edgemeta.store import _read_lines
+
+    path = tmp_path / "db.json"
+    with TinyDB(path) as db:
+        db.table("meta").insert({"key": "ns/pod/a", "type": "pod", "value": "1"})
+    assert _read_lines(path) is None
+    store = MetaStore(DurableStorage(path))
+    assert store.get("ns/pod/a") == "1"
+    store.close()
