@@ -47,47 +47,53 @@ def run(pods: int, minutes: float, namespaces: int) -> dict[str, object]:
     with Broker(CLOUD_CONF, tmp_dir=tmp / "cloud") as cloud:
         edge = EdgeNode("node-a", cloud, tmp / "edge")
         edge.broker.start()
-        edge.wait_linked(cloud)
-        prefix = edge.prefix
-        service = EdgemetaProcess(
-            edge.host,
-            edge.port,
-            tmp / "edgemeta",
-            prefix=prefix,
-            overrides={"database": {"fsync": True}},
-        )
-        service.start()
-        consumer_id = f"cloud-{uuid.uuid4().hex[:8]}"
-        # The pods exist, so the sync keeps their statuses; their OK answers are
-        # taken off the cloud before the outage starts.
-        with SessionSubscriber(cloud.host, cloud.port, consumer_id, f"{prefix}/hub") as hub:
-            with MqttProbe(edge.host, edge.port) as probe:
-                for pod in range(pods):
-                    resource = f"ns-{pod % namespaces}/pod/pod-{pod}"
-                    insert = envelope("insert", resource, "edgecontroller", content={})
-                    probe.publish(f"{prefix}/meta", insert)
-            hub.collect(pods, timeout=30)
-        cloud.stop()
-        edge.wait_state(b"0")
-        batch = updates(pods, seconds, namespaces)
-        started = time.monotonic()
-        with SessionObserver(edge.host, edge.port, [f"{prefix}/edged"]) as answers:
-            with BurstPublisher(edge.host, edge.port, window=500) as burst:
-                burst.publish_all(f"{prefix}/meta", batch, timeout=600)
-            answers.collect(lambda got: len(got) >= len(batch), timeout=600)
-        took = time.monotonic() - started
-        cloud.start()
-        received: list[dict[str, object]] = []
-        with SessionSubscriber(cloud.host, cloud.port, consumer_id, f"{prefix}/hub") as hub:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    received.extend(json.loads(m.payload) for m in hub.collect(1, timeout=3))
-                except AssertionError:
-                    if any(r["route"]["resource"].endswith("/podstatus") for r in received):  # type: ignore[index]
-                        break
-        service.stop()
-        edge.broker.stop()
+        try:
+            edge.wait_linked(cloud)
+            prefix = edge.prefix
+            service = EdgemetaProcess(
+                edge.host,
+                edge.port,
+                tmp / "edgemeta",
+                prefix=prefix,
+                overrides={"database": {"fsync": True}},
+            )
+            service.start()
+            try:
+                consumer_id = f"cloud-{uuid.uuid4().hex[:8]}"
+                # The pods exist, so the sync keeps their statuses; their OK answers are
+                # taken off the cloud before the outage starts.
+                with SessionSubscriber(cloud.host, cloud.port, consumer_id, f"{prefix}/hub") as hub:
+                    with MqttProbe(edge.host, edge.port) as probe:
+                        for pod in range(pods):
+                            resource = f"ns-{pod % namespaces}/pod/pod-{pod}"
+                            insert = envelope("insert", resource, "edgecontroller", content={})
+                            probe.publish(f"{prefix}/meta", insert)
+                    hub.collect(pods, timeout=30)
+                cloud.stop()
+                edge.wait_state(b"0")
+                batch = updates(pods, seconds, namespaces)
+                started = time.monotonic()
+                with SessionObserver(edge.host, edge.port, [f"{prefix}/edged"]) as answers:
+                    with BurstPublisher(edge.host, edge.port, window=500) as burst:
+                        burst.publish_all(f"{prefix}/meta", batch, timeout=600)
+                    answers.collect(lambda got: len(got) >= len(batch), timeout=600)
+                took = time.monotonic() - started
+                cloud.start()
+                received: list[dict[str, object]] = []
+                with SessionSubscriber(cloud.host, cloud.port, consumer_id, f"{prefix}/hub") as hub:
+                    deadline = time.monotonic() + 60
+                    while time.monotonic() < deadline:
+                        try:
+                            received.extend(
+                                json.loads(m.payload) for m in hub.collect(1, timeout=3)
+                            )
+                        except AssertionError:
+                            if any(r["route"]["resource"].endswith("/podstatus") for r in received):  # type: ignore[index]
+                                break
+            finally:
+                service.close()
+        finally:
+            edge.broker.stop()
     statuses = sum(
         len(r["content"])
         for r in received
