@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 
 from edgemeta.errors import StoreError
 from edgemeta.journal import Journal, decode_record, encode_record
+from tests.support.faults import half_then_enospc
 
 RECORDS: list[Any] = [
     ["p", "meta", "1", {"key": "ns/pod/a", "type": "pod", "value": '{"a":1}'}],
@@ -251,19 +251,6 @@ def test_garbage_line_in_the_middle_sets_the_damaged_file_aside(tmp_path: Path) 
 
 def enospc(*args: Any) -> Any:
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-
-def half_then_enospc() -> Callable[[int, Any], int]:
-    real_write = os.write
-    calls = []
-
-    def fake(fd: int, data: Any) -> int:
-        calls.append(len(data))
-        if len(calls) == 1:
-            return real_write(fd, bytes(data[: len(data) // 2]))
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    return fake
 
 
 @pytest.mark.parametrize("fault", ["write", "partial-write", "fdatasync"])

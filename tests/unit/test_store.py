@@ -18,6 +18,7 @@ from tinydb.storages import MemoryStorage
 from edgemeta.errors import StoreError
 from edgemeta.journal import encode_record
 from edgemeta.store import DurableStorage, MetaStore
+from tests.support.faults import half_then_enospc
 
 StoreFactory = Callable[..., MetaStore]
 
@@ -715,19 +716,6 @@ def test_files_set_aside_are_private(durable: Durable) -> None:
 
 def enospc(*args: Any) -> Any:
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-
-def half_then_enospc() -> Callable[[int, Any], int]:
-    real_write = os.write
-    calls: list[int] = []
-
-    def fake(fd: int, data: Any) -> int:
-        calls.append(len(data))
-        if len(calls) == 1:
-            return real_write(fd, bytes(data[: len(data) // 2]))
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    return fake
 
 
 @pytest.mark.parametrize("fault", ["write", "partial-write", "fdatasync"])
