@@ -8,11 +8,11 @@ reconnects use capped exponential back-off with jitter.
 from __future__ import annotations
 
 import logging
-import random
+import select
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +23,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from .backoff import Backoff
 from .config import MqttConfig
 from .errors import BusError
 from .wire import GatheringSocket
@@ -66,50 +67,118 @@ class Inbound:
     response_topic: str | None
     correlation: bytes | None
     session: int
+    retain: bool = False
 
 
 @dataclass(frozen=True, slots=True)
-class Backoff:
-    """Capped exponential back-off with full jitter on the upper half."""
+class Published:
+    """The broker confirmed a publish (PUBACK), or refused it (``refused`` is its reason)."""
 
-    initial: float = 0.5
-    cap: float = 30.0
+    mid: int
+    refused: str = ""
 
-    def delay(self, failures: int) -> float:
-        base = min(self.cap, self.initial * (2 ** max(0, failures - 1)))
-        return random.uniform(base / 2, base)
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """A connection was accepted (CONNACK); ``session`` numbers it, acks of older ones are void."""
+
+    session: int
+    session_present: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    """The subscriptions of ``session`` were confirmed; ``online`` is published."""
+
+    session: int
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """The connection of ``session`` ended; the bus reconnects by itself."""
+
+    session: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The bus cannot go on (refused credentials, a session taken over, a dead thread)."""
+
+    reason: str
+
+
+BusEvent = Inbound | Published | Connected | Subscribed | Disconnected | Failed
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A topic filter; ``retained`` False asks the broker never to send retained messages."""
+
+    topic: str
+    retained: bool = False
+
+
+# Reason codes of a DISCONNECT from the broker after which reconnecting cannot help.
+_TAKEN_OVER = 0x8E
+_FATAL_CONNACK = (0x86, 0x87, 0x8C)  # bad credentials, not authorised, bad authentication
+
+
+def _reason_text(rc: Any) -> str:
+    value = getattr(rc, "value", rc)
+    if value == _TAKEN_OVER:
+        return "session taken over by another client with the same client id"
+    if isinstance(rc, MQTTErrorCode):
+        return {
+            MQTTErrorCode.MQTT_ERR_CONN_LOST: "connection lost",
+            MQTTErrorCode.MQTT_ERR_KEEPALIVE: "keepalive timeout: the broker stopped answering",
+            MQTTErrorCode.MQTT_ERR_NO_CONN: "not connected",
+        }.get(rc, mqtt.error_string(rc))
+    text = str(rc)
+    if text == "Unspecified error":
+        return "connection closed by the broker or the network"
+    return text
 
 
 class MqttBus:
     """Persistent-session MQTT 5 client with manual acknowledgements.
 
-    ``deliver`` receives every message of the subscriptions (on paho's thread);
-    ``on_published`` receives the mid of every publish the broker confirmed.
+    Every paho callback turns into one event handed to ``events`` (on paho's
+    thread, never raising): ``Inbound`` for each message, ``Published`` for
+    each confirmed or refused publish, ``Connected``, ``Subscribed``,
+    ``Disconnected`` and, when the bus gives up, ``Failed``.
     """
 
     def __init__(
         self,
         config: MqttConfig,
         *,
-        subscriptions: list[str],
+        subscriptions: Sequence[str | Subscription],
         status_topic: str,
-        deliver: Callable[[Inbound], None],
-        on_published: Callable[[int], None] = lambda mid: None,
-        backoff: Backoff = Backoff(),
+        events: Callable[[BusEvent], None],
+        backoff: Backoff | None = None,
+        max_unread_bytes: int = 64 << 20,
     ) -> None:
         self.config = config
-        self._subscriptions = subscriptions
+        self._subscriptions = [
+            s if isinstance(s, Subscription) else Subscription(s) for s in subscriptions
+        ]
         self._status_topic = status_topic
-        self._deliver = deliver
-        self._on_published = on_published
-        self._backoff = backoff
+        self._events = events
+        self._backoff = backoff or Backoff()
         self._stopping = threading.Event()
         self._online = threading.Event()
-        self._fatal: BaseException | None = None
+        self._fatal: str | None = None
         self._session = 0
         self._sub_mid: int | None = None
         self._thread: threading.Thread | None = None
         self._wire: GatheringSocket | None = None
+        # Bytes handed over and not yet taken by the main loop: above the bound the
+        # network loop stops reading, so a burst of large messages waits in the
+        # socket and the broker instead of in memory.
+        self._unread = 0
+        self._unread_lock = threading.Lock()
+        self._max_unread = max_unread_bytes
         self._client = self._make_client()
 
     # -- set-up ---------------------------------------------------------
@@ -158,6 +227,12 @@ class MqttBus:
         props.ReceiveMaximum = 1000
         return props
 
+    def _fail(self, reason: str) -> None:
+        if self._fatal is None:
+            self._fatal = reason
+            log.error("%s", reason)
+            self._events(Failed(reason))
+
     # -- callbacks (paho's thread: never raise) ---------------------------
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any
@@ -165,8 +240,8 @@ class MqttBus:
         try:
             if rc.is_failure:
                 log.error("broker refused the connection: %s", rc)
-                if rc.value in (0x86, 0x87, 0x8C):  # bad credentials, not authorised, bad auth
-                    self._fatal = BusError(f"broker refused the connection: {rc}")
+                if rc.value in _FATAL_CONNACK:
+                    self._fail(f"broker refused the connection: {rc}")
                 return
             self._session += 1
             log.info(
@@ -175,8 +250,17 @@ class MqttBus:
                 self.config.port,
                 flags.session_present,
             )
+            # Before SUBSCRIBE: a resumed session's queued messages follow CONNACK at
+            # once, and they may be acknowledged as soon as they are applied.
+            self._events(Connected(self._session, bool(flags.session_present)))
             _result, mid = client.subscribe(
-                [(topic, SubscribeOptions(qos=1)) for topic in self._subscriptions]
+                [
+                    (
+                        s.topic,
+                        SubscribeOptions(qos=1, retainHandling=0 if s.retained else 2),
+                    )
+                    for s in self._subscriptions
+                ]
             )
             self._sub_mid = mid
         except Exception:
@@ -189,17 +273,17 @@ class MqttBus:
             if mid != self._sub_mid:
                 return
             failed = [
-                topic
-                for topic, code in zip(self._subscriptions, codes, strict=False)
+                s.topic
+                for s, code in zip(self._subscriptions, codes, strict=False)
                 if code.is_failure
             ]
             if failed:
-                log.error("broker refused the subscription to %s", ", ".join(failed))
-                self._fatal = BusError(f"broker refused the subscription to {', '.join(failed)}")
+                self._fail(f"broker refused the subscription to {', '.join(failed)}")
                 return
             client.publish(self._status_topic, STATUS_ONLINE, qos=1, retain=True)
             self._online.set()
-            log.info("online: listening on %s", ", ".join(self._subscriptions))
+            log.info("online: listening on %s", ", ".join(s.topic for s in self._subscriptions))
+            self._events(Subscribed(self._session))
         except Exception:
             log.exception("on_subscribe failed")
 
@@ -208,8 +292,18 @@ class MqttBus:
     ) -> None:
         try:
             self._online.clear()
-            if not self._stopping.is_set():
-                log.warning("disconnected from the broker: %s", rc)
+            if self._stopping.is_set():
+                return
+            if getattr(rc, "value", None) == _TAKEN_OVER:
+                self._fail(
+                    f"another client connected with client id {self.config.client_id!r} "
+                    f"and took over the session: two edgemetas share a client id (give "
+                    f"each node its own mqtt.clientId or mqtt.topicPrefix)"
+                )
+                return
+            reason = _reason_text(rc)
+            log.warning("disconnected from the broker: %s", reason)
+            self._events(Disconnected(self._session, reason))
         except Exception:
             log.exception("on_disconnect failed")
 
@@ -218,16 +312,20 @@ class MqttBus:
             props = getattr(msg, "properties", None)
             response_topic = getattr(props, "ResponseTopic", None) if props else None
             correlation = getattr(props, "CorrelationData", None) if props else None
-            self._deliver(
+            payload = bytes(msg.payload)
+            with self._unread_lock:
+                self._unread += len(payload)
+            self._events(
                 Inbound(
                     msg.topic,
-                    bytes(msg.payload),
+                    payload,
                     msg.mid,
                     msg.qos,
                     bool(msg.dup),
                     response_topic,
                     correlation,
                     self._session,
+                    bool(msg.retain),
                 )
             )
         except Exception:
@@ -237,13 +335,14 @@ class MqttBus:
         self, client: mqtt.Client, userdata: Any, mid: int, rc: Any, props: Any
     ) -> None:
         try:
-            self._on_published(mid)
+            refused = str(rc) if getattr(rc, "is_failure", False) else ""
+            self._events(Published(mid, refused))
         except Exception:
             log.exception("on_publish failed")
 
     # -- the network loop -------------------------------------------------
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="edgemeta-mqtt", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="edgemeta-mqtt", daemon=True)
         self._thread.start()
 
     def _connect(self) -> None:
@@ -263,6 +362,39 @@ class MqttBus:
             self._wire = GatheringSocket(sock)
             self._client._sock = self._wire
 
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # the thread must never end unnoticed
+            self._fail(
+                f"the MQTT connection to {self.config.host!r}:{self.config.port} failed: "
+                f"{type(exc).__name__}: {exc}"
+            )
+
+    def taken(self, nbytes: int) -> None:
+        """The main loop took ``nbytes`` of received payload: reading may go on."""
+        with self._unread_lock:
+            self._unread -= nbytes
+
+    def _reading_paused(self) -> bool:
+        with self._unread_lock:
+            return self._unread > self._max_unread
+
+    def _loop_once(self) -> MQTTErrorCode:
+        if not self._reading_paused():
+            return self._client.loop(timeout=0.5)
+        # Writes, pings and timeouts go on; reading waits for the main loop.
+        client = self._client
+        sock = client.socket()
+        if sock is not None and client.want_write():
+            select.select([], [sock], [], 0.05)
+            rc = client.loop_write()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return rc
+        else:
+            self._stopping.wait(0.01)
+        return client.loop_misc()
+
     def _loop(self) -> None:
         failures = 0
         connected = False
@@ -274,13 +406,12 @@ class MqttBus:
                 except ssl.SSLCertVerificationError as exc:
                     # Retrying cannot help: the broker is not the one configured.
                     tls = self.config.tls
-                    self._fatal = BusError(
+                    self._fail(
                         f"TLS certificate verification of the broker at {self.config.host}:"
                         f"{self.config.port} failed: {exc.verify_message}; is "
                         f"mqtt.tls.caFile ({tls.caFile or 'the system CAs'}) the CA that "
                         f"signed the broker's certificate, and mqtt.host a name in it?"
                     )
-                    log.error("%s", self._fatal)
                     return
                 except (OSError, ssl.SSLError) as exc:
                     failures += 1
@@ -296,10 +427,10 @@ class MqttBus:
                     continue
             wire = self._wire
             if wire is None:
-                rc = self._client.loop(timeout=0.5)
+                rc = self._loop_once()
             else:
                 with wire.corked():  # everything written in one pass leaves together
-                    rc = self._client.loop(timeout=0.5)
+                    rc = self._loop_once()
             if self._online.is_set():
                 failures = 0
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not self._stopping.is_set():
@@ -309,7 +440,13 @@ class MqttBus:
                     return
                 failures += 1
                 delay = self._backoff.delay(failures)
-                log.warning("connection lost (%s); reconnecting in %.1f s", rc, delay)
+                log.warning(
+                    "connection to %s:%d lost (%s); reconnecting in %.1f s",
+                    self.config.host,
+                    self.config.port,
+                    _reason_text(rc),
+                    delay,
+                )
                 self._stopping.wait(delay)
 
     # -- API --------------------------------------------------------------
@@ -319,7 +456,8 @@ class MqttBus:
         return self._session
 
     @property
-    def fatal(self) -> BaseException | None:
+    def fatal(self) -> str | None:
+        """Why the bus gave up, or None while it goes on."""
         return self._fatal
 
     def wait_online(self, timeout: float | None = None) -> bool:
@@ -347,11 +485,22 @@ class MqttBus:
             info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         except ValueError as exc:
             raise BusError(f"cannot publish to {topic!r}: {exc}") from exc
+        rc = info.rc
+        # QoS 1 and 2 while disconnected: paho keeps the message and sends it after
+        # reconnecting. QoS 0 is dropped then, and anything else is a refusal.
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not (
+            qos and rc == MQTTErrorCode.MQTT_ERR_NO_CONN
+        ):
+            raise BusError(f"cannot publish to {topic!r}: {_reason_text(rc)}")
         return info.mid
 
     def ack(self, mid: int, qos: int, session: int) -> None:
-        """PUBACK a message of the current connection; older ones are redelivered anyway."""
-        if qos and session == self._session and self._online.is_set():
+        """PUBACK a message of the current connection; older ones are redelivered anyway.
+
+        Not held back until SUBACK: a resumed session's queued messages arrive
+        before it, and acks held back would leave them unacknowledged.
+        """
+        if qos and session == self._session:
             self._client.ack(mid, qos)
 
     @contextmanager
@@ -378,11 +527,6 @@ class MqttBus:
                 # paho replaced its socket pair meanwhile (a reconnect): the old one is ours.
                 with suppress(OSError):
                     real.close()
-
-    def request_redelivery(self) -> None:
-        """Drop the connection so the broker resends what was not acknowledged."""
-        log.warning("reconnecting to have unacknowledged messages redelivered")
-        self._client.disconnect()
 
     def stop(self, timeout: float = 2.0) -> None:
         """Publish ``offline``, disconnect cleanly (the session is kept), end the loop."""

@@ -84,19 +84,27 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from .service import Service
 
+    # Handlers first: a signal during start-up (opening a large store) must still
+    # end in a clean stop, with the store closed, not in death by signal.
+    stop = threading.Event()
+    service: Service | None = None
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+        if service is not None:
+            service.wake()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         service = Service(config)
     except (StoreError, BusError) as exc:
         print(f"edgemeta: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    return service.run(stop)
+    status = service.run(stop)
+    if status == 1 and service.bus.fatal:
+        print(f"edgemeta: {service.bus.fatal}", file=sys.stderr)
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -89,20 +89,27 @@ def decode_device(
     device_id: str,
     policy: DevicePolicy,
     limits: Limits = DEFAULT_LIMITS,
+    *,
+    reading_id: str | None = None,
 ) -> Message:
     """The message a device sent on its own topic, sender set from the topic.
+
+    A bare reading (no envelope) gets ``reading_id`` as its msg_id when given,
+    so that a redelivered reading is forwarded with the same id.
 
     Raises MessageError (to be reported, never answered) for a bad device id,
     an unusable payload, or anything the policy does not allow.
     """
     try:
-        return _decode(payload, device_id, policy, limits)
+        return _decode(payload, device_id, policy, limits, reading_id)
     except MessageError as exc:
         # Reported with the device's name; never answered, so no ids are kept.
         raise MessageError(f"device {device_id!r}: {exc.reason}") from None
 
 
-def _decode(payload: bytes, device_id: str, policy: DevicePolicy, limits: Limits) -> Message:
+def _decode(
+    payload: bytes, device_id: str, policy: DevicePolicy, limits: Limits, reading_id: str | None
+) -> Message:
     problem = validate_device_id(device_id)
     if problem:
         raise MessageError(problem)
@@ -115,6 +122,8 @@ def _decode(payload: bytes, device_id: str, policy: DevicePolicy, limits: Limits
             source=device_id,
             group=META_GROUP,
         )
+        if reading_id is not None:
+            msg = msg.replace(msg_id=reading_id)
     else:
         msg = from_dict(data)
         if msg.source in RESERVED_IDS:

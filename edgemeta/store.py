@@ -503,6 +503,7 @@ class MetaStore:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._outbox: OrderedDict[int, list[Any]] = OrderedDict()
         self._seq = 0
+        self._calls: dict[str, dict[str, Any]] = {}
         self._journal_undo: list[Callable[[], None]] = []
         self._key_undo: dict[str, tuple[str, str, int] | None] = {}
         for doc in self._table.all():
@@ -686,6 +687,10 @@ class MetaStore:
             elif kind == "x":
                 for seq in record[1]:
                     self._outbox.pop(seq, None)
+            elif kind == "co":
+                self._calls[record[1]] = record[2]
+            elif kind == "ce":
+                self._calls.pop(record[1], None)
 
     def _remember(self, ids: Iterable[str]) -> None:
         seen = self._seen
@@ -750,6 +755,56 @@ class MetaStore:
             if self._durable is not None and seqs:
                 self._durable.append_session(["x", seqs])
 
+    # -- interim session API (savepoints, device window, calls) ------------
+    def savepoint(self) -> Any:
+        return None
+
+    def rollback_to(self, mark: Any) -> None:
+        return None
+
+    def device_seen(self, key: str) -> bool:
+        return self.seen("device/" + key)
+
+    def mark_device_seen(self, keys: list[str]) -> None:
+        self.mark_seen(["device/" + k for k in keys])
+
+    def open_call(self, call_id: str, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._calls[call_id] = record
+            if self._durable is not None:
+                self._durable.append_session(["co", call_id, record])
+            self._journal_undo.append(lambda: self._drop_call(call_id))
+
+    def _drop_call(self, call_id: str) -> None:
+        self._calls.pop(call_id, None)
+
+    def end_call(self, call_id: str) -> None:
+        with self._lock:
+            record = self._calls.pop(call_id, None)
+            if self._durable is not None:
+                self._durable.append_session(["ce", call_id])
+            if record is not None:
+                self._journal_undo.append(lambda: self._calls.__setitem__(call_id, record))
+
+    def calls(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return dict(self._calls)
+
+    def damage(self) -> list[str]:
+        if self.recovered_from_damage:
+            return ["database was damaged; recovered what was intact (see the log)"]
+        return []
+
+    def abandon(self) -> None:
+        """Release the journal and the lock without writing (a start-up that failed)."""
+        if self._durable is not None:
+            self._durable.journal.close()
+            self._durable.unlock()
+
+    @property
+    def has_pending_writes(self) -> bool:
+        return self._durable is not None and self._durable.journal.has_pending
+
     def outbox(self) -> list[tuple[int, list[Any]]]:
         with self._lock:
             return list(self._outbox.items())
@@ -761,6 +816,7 @@ class MetaStore:
         records.extend(
             ["o", seq, self._seal_outbox(entries)] for seq, entries in self._outbox.items()
         )
+        records.extend(["co", call_id, record] for call_id, record in self._calls.items())
         return records
 
     # -- durability -----------------------------------------------------

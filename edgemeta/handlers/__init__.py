@@ -22,10 +22,20 @@ from ..message import (
 )
 from .connection import handle_publish, set_connection
 from .context import CloudLink, Context
-from .effects import Answer, Call, CancelCalls, Effect, Forward, Report, fail
-from .query import handle_query
+from .effects import (
+    CALL_QUERY,
+    CALL_VOLUME,
+    Answer,
+    Call,
+    CancelCalls,
+    Effect,
+    Forward,
+    Report,
+    fail,
+)
+from .query import handle_query, query_reply
 from .sync import handle_sync, pod_status_sync
-from .volumes import handle_volume
+from .volumes import handle_volume, volume_reply
 from .writes import (
     handle_action,
     handle_action_result,
@@ -66,6 +76,17 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
+_REPLIES: dict[str, Callable[[Call, Message | None, str, Context], list[Effect]]] = {
+    CALL_QUERY: query_reply,
+    CALL_VOLUME: volume_reply,
+}
+
+
+def call_ended(call: Call, reply: Message | None, why: str, ctx: Context) -> list[Effect]:
+    """The effects of a call's reply (``reply``), or of its end without one (``why``)."""
+    return _REPLIES[call.kind](call, reply, why, ctx)
+
+
 def handle(msg: Message, ctx: Context) -> list[Effect]:
     """Apply one message; a RequestError becomes an ``error`` answer (a report for a response)."""
     handler = HANDLERS.get(msg.operation)
@@ -89,6 +110,7 @@ __all__ = [
     "Effect",
     "Forward",
     "Report",
+    "call_ended",
     "handle",
     "pod_status_sync",
     "set_connection",

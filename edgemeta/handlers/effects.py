@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..message import Message, new_error, new_response
@@ -33,21 +32,30 @@ class Report:
     payload: bytes
 
 
-@dataclass(slots=True)
+#: Kinds of call; each has its reply function (handlers.replies).
+CALL_QUERY = "query"
+CALL_VOLUME = "volume"
+
+
+@dataclass(frozen=True, slots=True)
 class Call:
     """A request edgemeta sends and waits for, without blocking the main loop.
 
-    ``outbound`` is published on ``topic`` up to ``attempts`` times, each
-    attempt waiting ``timeout`` seconds for a message whose parent_msg_id is
-    ``outbound.msg_id``. ``on_reply`` runs on the main loop with the reply (or
-    None when none came) and returns the effects to apply.
+    Plain data, so that it can be committed with the batch that made it and
+    resumed after a restart. ``outbound`` is published on ``topic`` up to
+    ``attempts`` times, each attempt waiting ``timeout`` seconds for a message
+    whose parent_msg_id is ``outbound.msg_id``; the reply (or its absence) is
+    turned into effects by the reply function of ``kind``, given ``request``
+    (the message that asked) and ``base`` (the stored value when it started).
     """
 
+    kind: str
+    request: Message
     outbound: Message
     topic: str
     timeout: float
     attempts: int
-    on_reply: Callable[[Message | None, str], list[Any]] = field(repr=False)
+    base: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,17 @@ import pytest
 from tinydb.storages import MemoryStorage
 
 from edgemeta.config import MetaManagerConfig
-from edgemeta.handlers import Answer, Call, CancelCalls, CloudLink, Context, Forward, Report, handle
+from edgemeta.handlers import (
+    Answer,
+    Call,
+    CancelCalls,
+    CloudLink,
+    Context,
+    Forward,
+    Report,
+    call_ended,
+    handle,
+)
 from edgemeta.message import Message, decode, value_text
 from edgemeta.store import MetaStore
 from edgemeta.topics import Topics
@@ -590,7 +600,7 @@ def test_remote_reply_is_stored_and_forwarded_to_the_requester(ctx: Context) -> 
     msg = message("query", "ns1/configmap/c")
     call = single_call(run(msg, ctx))
     reply = cloud_reply(call, "response", {"data": {"k": "é"}})
-    effects = call.on_reply(reply, "")
+    effects = call_ended(call, reply, "", ctx)
     assert len(effects) == 1
     answer = effects[0]
     assert isinstance(answer, Answer)
@@ -613,7 +623,7 @@ def test_remote_reply_to_a_query_without_resid_is_forwarded_only(ctx: Context) -
     ctx.link.state = True
     msg = message("query", "ns1/configmap")
     call = single_call(run(msg, ctx))
-    effects = call.on_reply(cloud_reply(call, "response", ["a", "b"]), "")
+    effects = call_ended(call, cloud_reply(call, "response", ["a", "b"]), "", ctx)
     assert len(effects) == 1
     assert isinstance(effects[0], Answer)
     assert effects[0].message.content == ["a", "b"]
@@ -625,7 +635,7 @@ def test_remote_error_reply_is_an_error_and_stores_nothing(ctx: Context) -> None
     ctx.link.state = True
     msg = message("query", "ns1/secret/s")
     call = single_call(run(msg, ctx))
-    effects = call.on_reply(cloud_reply(call, "error", "no such secret"), "")
+    effects = call_ended(call, cloud_reply(call, "error", "no such secret"), "", ctx)
     assert_error(effects, msg, "no such secret")
     assert len(ctx.store) == 0
 
@@ -634,7 +644,7 @@ def test_remote_query_without_reply_is_an_error_naming_why(ctx: Context) -> None
     ctx.link.state = True
     msg = message("query", "ns1/node/n1")
     call = single_call(run(msg, ctx))
-    effects = call.on_reply(None, "no answer after 4 attempt(s)")
+    effects = call_ended(call, None, "no answer after 4 attempt(s)", ctx)
     assert_error(effects, msg, "no answer after 4 attempt(s)")
     assert len(ctx.store) == 0
 
@@ -838,7 +848,7 @@ def edged_reply(call: Call, operation: str, content: Any) -> Message:
 def test_volume_reply_is_answered_to_the_requester(ctx: Context) -> None:
     msg = message("createvolume", "ns1/volume/v", {"size": 1}, source="edgecontroller")
     call = single_call(run(msg, ctx))
-    effects = call.on_reply(edged_reply(call, "response", {"volume_id": "vol-1"}), "")
+    effects = call_ended(call, edged_reply(call, "response", {"volume_id": "vol-1"}), "", ctx)
     assert content_of(effects, msg) == {"volume_id": "vol-1"}
     assert effects[0].message.source == "metaManager"
     assert len(ctx.store) == 0
@@ -847,13 +857,13 @@ def test_volume_reply_is_answered_to_the_requester(ctx: Context) -> None:
 def test_volume_error_reply_is_an_error(ctx: Context) -> None:
     msg = message("deletevolume", "ns1/volume/v", None, source="edgecontroller")
     call = single_call(run(msg, ctx))
-    assert_error(call.on_reply(edged_reply(call, "error", "busy"), ""), msg, "busy")
+    assert_error(call_ended(call, edged_reply(call, "error", "busy"), "", ctx), msg, "busy")
 
 
 def test_volume_without_reply_is_an_error(ctx: Context) -> None:
     msg = message("controllerpublishvolume", "ns1/volume/v", None, source="edgecontroller")
     call = single_call(run(msg, ctx))
-    assert_error(call.on_reply(None, "timed out"), msg, "timed out")
+    assert_error(call_ended(call, None, "timed out", ctx), msg, "timed out")
 
 
 def test_unsolicited_error_is_reported(ctx: Context) -> None:

@@ -140,7 +140,7 @@ def test_tls_key_without_its_certificate_is_an_error(tmp_path: Path) -> None:
 
 def test_bus_verifies_the_broker_certificate_and_host_name() -> None:
     config = MqttConfig(host="broker.example", tls=TlsConfig(enable=True))
-    bus = MqttBus(config, subscriptions=["beehive/meta"], status_topic="s", deliver=print)
+    bus = MqttBus(config, subscriptions=["beehive/meta"], status_topic="s", events=print)
     client: Any = bus._client
     context: ssl.SSLContext = client._ssl_context
     assert context.verify_mode == ssl.CERT_REQUIRED
@@ -154,7 +154,7 @@ def test_bus_turns_an_unusable_ca_file_into_a_bus_error(tmp_path: Path) -> None:
     bad.write_text("not a certificate\n")
     config = MqttConfig(tls=TlsConfig(enable=True, caFile=str(bad)))
     with pytest.raises(BusError, match=r"^mqtt\.tls: "):
-        MqttBus(config, subscriptions=["beehive/meta"], status_topic="s", deliver=print)
+        MqttBus(config, subscriptions=["beehive/meta"], status_topic="s", events=print)
 
 
 # -- devices config -------------------------------------------------------------------
