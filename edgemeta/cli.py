@@ -11,9 +11,6 @@ from collections.abc import Sequence
 from types import FrameType
 
 from . import __version__
-from .commands import keygen
-from .commands import register as register_commands
-from .commands.logs import configure_logging
 from .config import DEFAULT_CONFIG_PATH, load_config
 from .errors import BusError, ConfigError, StoreError
 
@@ -70,12 +67,39 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["human", "json"],
         help="log lines for people (default) or JSON lines for a log collector",
     )
+    # Imported here: ``run`` catches SIGTERM before the toolbox's imports are read.
+    from .commands import keygen
+    from .commands import register as register_commands
+
     register_commands(commands)
     keygen.register(commands)
     return parser
 
 
-def _run(args: argparse.Namespace) -> int:
+class StopSignals:
+    """SIGTERM and SIGINT set ``stop`` (and wake the service), from the start of ``run`` on.
+
+    Installed before the slow part of start-up (imports, opening a large
+    store), so a stop requested then still ends in a clean stop.
+    """
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.wake: list[object] = []
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stop.set()
+        for service in self.wake:
+            service.wake()  # type: ignore[attr-defined]
+
+
+def _run(args: argparse.Namespace, signals: StopSignals) -> int:
+    from .commands.logs import configure_logging
+
     configure_logging(args.log_level, args.log_format)
     try:
         config = load_config(args.config)
@@ -84,34 +108,30 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from .service import Service
 
-    # Handlers first: a signal during start-up (opening a large store) must still
-    # end in a clean stop, with the store closed, not in death by signal.
-    stop = threading.Event()
-    service: Service | None = None
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-        if service is not None:
-            service.wake()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     try:
         service = Service(config)
     except (StoreError, BusError) as exc:
         print(f"edgemeta: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    status = service.run(stop)
+    signals.wake.append(service)
+    status = service.run(signals.stop)
     if status == 1 and service.bus.fatal:
         print(f"edgemeta: {service.bus.fatal}", file=sys.stderr)
     return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    signals = StopSignals()
+    if "run" in words:
+        signals.install()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "run":
-        return _run(args)
+        return _run(args, signals)
+    if "run" in words:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     handler = getattr(args, "handler", None)
     if handler is not None:
         # Tools log progress and problems to stderr; their results go to stdout.
