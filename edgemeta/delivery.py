@@ -42,6 +42,7 @@ from .handlers import (
     Forward,
     Report,
     call_ended,
+    handle,
     pod_status_sync,
 )
 from .intake import Intake, Taken
@@ -200,6 +201,8 @@ class Delivery:
         if taken.device_seen:
             state.device_seen.append(taken.device_seen)
         self._render(taken.effects, state)
+        if taken.request is not None:
+            self._render(handle(taken.request, self.context), state)
 
     def _open_call(self, call_id: str, state: _Batch) -> Call | None:
         pending = self.calls.get(call_id)

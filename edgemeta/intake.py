@@ -18,7 +18,7 @@ from .bus import Inbound
 from .calls import ENDED
 from .devices import DevicePolicy, decode_device, device_id_of
 from .errors import MessageError
-from .handlers import Answer, Context, Effect, Report, handle, set_connection
+from .handlers import Answer, Context, Effect, Report, set_connection
 from .handlers.devices import handle_device
 from .message import Limits, Message, decode, new_error
 from .metrics import BRIDGE_STATE, INVALID, ServiceMetrics
@@ -35,8 +35,9 @@ class Taken:
 
     ``effects`` to apply; ``seen`` / ``device_seen``: ids to remember in the
     duplicate windows; ``reply``: the message is the reply to the call whose
-    id is its parent_msg_id (the caller ends that call); ``request``: the
-    decoded request, answered with an error if applying it fails.
+    id is its parent_msg_id (the caller ends that call); ``request``: a
+    request for the handlers (``handlers.handle``), run by the caller so that
+    a failure can be answered to it.
     """
 
     effects: list[Effect] = field(default_factory=list)
@@ -105,7 +106,7 @@ class Intake:
         if parent and self.context.store.seen(ENDED + parent):
             log.info("dropped a reply to call %s, which has ended", parent)
             return Taken()
-        return Taken(handle(msg, self.context), seen=msg.msg_id, request=msg)
+        return Taken(seen=msg.msg_id, request=msg)
 
     def _bridge_state(self, item: Inbound) -> Taken:
         self.metrics.received(item.topic, BRIDGE_STATE)
