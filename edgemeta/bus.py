@@ -108,7 +108,15 @@ class Failed:
     reason: str
 
 
-BusEvent = Inbound | Published | Connected | Subscribed | Disconnected | Failed
+@dataclass(frozen=True, slots=True)
+class SubscribeDone:
+    """The SUBACK of a subscription made with ``MqttBus.subscribe`` (``refused``: why not)."""
+
+    mid: int
+    refused: str = ""
+
+
+BusEvent = Inbound | Published | Connected | Subscribed | SubscribeDone | Disconnected | Failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,12 +162,18 @@ class MqttBus:
         config: MqttConfig,
         *,
         subscriptions: Sequence[str | Subscription],
-        status_topic: str,
+        status_topic: str | None,
         events: Callable[[BusEvent], None],
         backoff: Backoff | None = None,
         max_unread_bytes: int = 64 << 20,
+        client_id: str | None = None,
+        persistent: bool = True,
     ) -> None:
+        """``persistent`` False is a tool's connection: a clean session of its own
+        (``client_id``), automatic acknowledgements, no status and no Last Will."""
         self.config = config
+        self._client_id = client_id or config.client_id
+        self._persistent = persistent
         self._subscriptions = [
             s if isinstance(s, Subscription) else Subscription(s) for s in subscriptions
         ]
@@ -186,9 +200,9 @@ class MqttBus:
         cfg = self.config
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=cfg.client_id,
+            client_id=self._client_id,
             protocol=mqtt.MQTTv5,
-            manual_ack=True,
+            manual_ack=self._persistent,
         )
         if cfg.username:
             client.username_pw_set(cfg.username, cfg.password or None)
@@ -206,7 +220,8 @@ class MqttBus:
                 )
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
                 raise BusError(f"mqtt.tls: cannot load the CA, certificate or key: {exc}") from exc
-        client.will_set(self._status_topic, STATUS_OFFLINE, qos=1, retain=True)
+        if self._status_topic:
+            client.will_set(self._status_topic, STATUS_OFFLINE, qos=1, retain=True)
         # No client-side window: with one, paho walks every unacknowledged message on
         # each PUBACK while holding the lock publish() needs.
         client.max_inflight_messages_set(0)
@@ -223,14 +238,16 @@ class MqttBus:
 
     def _connect_properties(self) -> Properties:
         props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.config.sessionExpiry
+        if self._persistent:
+            props.SessionExpiryInterval = self.config.sessionExpiry
         props.ReceiveMaximum = 1000
         return props
 
     def _fail(self, reason: str) -> None:
         if self._fatal is None:
             self._fatal = reason
-            log.error("%s", reason)
+            if self._persistent:  # a tool says it itself, in its own words
+                log.error("%s", reason)
             self._events(Failed(reason))
 
     # -- callbacks (paho's thread: never raise) ---------------------------
@@ -239,12 +256,14 @@ class MqttBus:
     ) -> None:
         try:
             if rc.is_failure:
-                log.error("broker refused the connection: %s", rc)
-                if rc.value in _FATAL_CONNACK:
+                if self._persistent:
+                    log.error("broker refused the connection: %s", rc)
+                if rc.value in _FATAL_CONNACK or not self._persistent:
                     self._fail(f"broker refused the connection: {rc}")
                 return
             self._session += 1
-            log.info(
+            log.log(
+                logging.INFO if self._persistent else logging.DEBUG,
                 "connected to %s:%d (session present: %s)",
                 self.config.host,
                 self.config.port,
@@ -253,6 +272,10 @@ class MqttBus:
             # Before SUBSCRIBE: a resumed session's queued messages follow CONNACK at
             # once, and they may be acknowledged as soon as they are applied.
             self._events(Connected(self._session, bool(flags.session_present)))
+            if not self._subscriptions:
+                self._online.set()
+                self._events(Subscribed(self._session))
+                return
             _result, mid = client.subscribe(
                 [
                     (
@@ -271,6 +294,8 @@ class MqttBus:
     ) -> None:
         try:
             if mid != self._sub_mid:
+                refused = [str(c) for c in codes if getattr(c, "is_failure", False)]
+                self._events(SubscribeDone(mid, ", ".join(refused)))
                 return
             failed = [
                 s.topic
@@ -280,9 +305,14 @@ class MqttBus:
             if failed:
                 self._fail(f"broker refused the subscription to {', '.join(failed)}")
                 return
-            client.publish(self._status_topic, STATUS_ONLINE, qos=1, retain=True)
+            if self._status_topic:
+                client.publish(self._status_topic, STATUS_ONLINE, qos=1, retain=True)
             self._online.set()
-            log.info("online: listening on %s", ", ".join(s.topic for s in self._subscriptions))
+            log.log(
+                logging.INFO if self._persistent else logging.DEBUG,
+                "online: listening on %s",
+                ", ".join(s.topic for s in self._subscriptions),
+            )
             self._events(Subscribed(self._session))
         except Exception:
             log.exception("on_subscribe failed")
@@ -296,7 +326,7 @@ class MqttBus:
                 return
             if getattr(rc, "value", None) == _TAKEN_OVER:
                 self._fail(
-                    f"another client connected with client id {self.config.client_id!r} "
+                    f"another client connected with client id {self._client_id!r} "
                     f"and took over the session: two edgemetas share a client id (give "
                     f"each node its own mqtt.clientId or mqtt.topicPrefix)"
                 )
@@ -313,8 +343,9 @@ class MqttBus:
             response_topic = getattr(props, "ResponseTopic", None) if props else None
             correlation = getattr(props, "CorrelationData", None) if props else None
             payload = bytes(msg.payload)
-            with self._unread_lock:
-                self._unread += len(payload)
+            if self._persistent:  # a tool's messages are acknowledged by paho itself
+                with self._unread_lock:
+                    self._unread += len(payload)
             self._events(
                 Inbound(
                     msg.topic,
@@ -351,7 +382,7 @@ class MqttBus:
             cfg.host,
             cfg.port,
             keepalive=cfg.keepalive,
-            clean_start=False,
+            clean_start=not self._persistent,
             properties=self._connect_properties(),
         )
         sock = self._client.socket()
@@ -414,6 +445,12 @@ class MqttBus:
                     )
                     return
                 except (OSError, ssl.SSLError) as exc:
+                    if not self._persistent and self._session == 0:
+                        self._fail(
+                            f"cannot reach the MQTT broker at {self.config.host}:"
+                            f"{self.config.port}: {exc}"
+                        )
+                        return
                     failures += 1
                     delay = self._backoff.delay(failures)
                     log.warning(
@@ -475,12 +512,19 @@ class MqttBus:
         *,
         retain: bool = False,
         correlation: bytes | None = None,
+        response_topic: str | None = None,
+        user_properties: Sequence[tuple[str, str]] = (),
     ) -> int:
         """Queue a publish (paho keeps QoS>0 messages across reconnects); returns its mid."""
         props = None
-        if correlation is not None:
+        if correlation is not None or response_topic is not None or user_properties:
             props = Properties(PacketTypes.PUBLISH)
-            props.CorrelationData = correlation
+            if correlation is not None:
+                props.CorrelationData = correlation
+            if response_topic is not None:
+                props.ResponseTopic = response_topic
+            if user_properties:
+                props.UserProperty = list(user_properties)
         try:
             info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         except ValueError as exc:
@@ -493,6 +537,18 @@ class MqttBus:
         ):
             raise BusError(f"cannot publish to {topic!r}: {_reason_text(rc)}")
         return info.mid
+
+    def subscribe(self, subscription: Subscription, qos: int = 1) -> int:
+        """Subscribe now and after every reconnect; the SUBACK comes as ``SubscribeDone``."""
+        self._subscriptions.append(subscription)
+        options = SubscribeOptions(qos=qos, retainHandling=0 if subscription.retained else 2)
+        try:
+            result, mid = self._client.subscribe(subscription.topic, options=options)
+        except ValueError as exc:
+            raise BusError(f"cannot subscribe to {subscription.topic!r}: {exc}") from exc
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            raise BusError(f"cannot subscribe to {subscription.topic!r}: {_reason_text(result)}")
+        return mid
 
     def ack(self, mid: int, qos: int, session: int) -> None:
         """PUBACK a message of the current connection; older ones are redelivered anyway.
@@ -530,7 +586,7 @@ class MqttBus:
 
     def stop(self, timeout: float = 2.0) -> None:
         """Publish ``offline``, disconnect cleanly (the session is kept), end the loop."""
-        if self._online.is_set():
+        if self._online.is_set() and self._status_topic:
             info = self._client.publish(self._status_topic, STATUS_OFFLINE, qos=1, retain=True)
             try:
                 info.wait_for_publish(timeout)

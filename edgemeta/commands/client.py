@@ -1,28 +1,32 @@
 """The tools' MQTT client: short-lived, clean start, no Last Will, automatic acks.
 
-The service's client (``edgemeta.bus``) owns a persistent session and the
-status topic's Last Will; a tool must touch neither, so it has this small
-client of its own. As in ``bus``, paho's callbacks only hand over into
-queues, inside try/except, and paho's codes become BusError here.
+Built on the service's own client module (``edgemeta.bus.MqttBus`` with
+``persistent=False``): one paho wrapper for everything. The bus hands its
+events to a queue; this class waits on them with deadlines.
 """
 
 from __future__ import annotations
 
 import contextlib
 import queue
-import ssl
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.subscribeoptions import SubscribeOptions
-
+from ..bus import (
+    BusEvent,
+    Connected,
+    Disconnected,
+    Failed,
+    Inbound,
+    MqttBus,
+    Published,
+    Subscribed,
+    SubscribeDone,
+    Subscription,
+)
 from ..config import MqttConfig
 from ..errors import BusError
 from ..message import Message, decode
@@ -60,96 +64,60 @@ class BrokerClient:
         self.client_id = f"edgemeta-{name}-{uuid.uuid4().hex[:8]}"
         self._messages: queue.SimpleQueue[Received] = queue.SimpleQueue()
         self._cond = threading.Condition()
-        self._connack: Any = None
-        self._acks: dict[tuple[str, int], Any] = {}
-        self._subscriptions: dict[str, SubscribeOptions] = {}
-        self._disconnected = threading.Event()
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5
+        self._acks: dict[tuple[str, int], str] = {}
+        self._up = False
+        self._failed: str | None = None
+        self._bus = MqttBus(
+            config,
+            subscriptions=[],
+            status_topic=None,
+            events=self._on_event,
+            client_id=self.client_id,
+            persistent=False,
         )
-        if config.username:
-            client.username_pw_set(config.username, config.password or None)
-        if config.tls.enable:
-            client.tls_set(
-                ca_certs=config.tls.caFile or None,
-                certfile=config.tls.certFile or None,
-                keyfile=config.tls.keyFile or None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
-        client.on_publish = self._on_publish
-        client.on_message = self._on_message
-        client.reconnect_delay_set(min_delay=1, max_delay=5)
-        self._client = client
         where = f"{config.host}:{config.port}"
-        try:
-            client.connect(config.host, config.port, keepalive=30, clean_start=True)
-        except (OSError, ssl.SSLError) as exc:
-            raise BusError(f"cannot reach the MQTT broker at {where}: {exc}") from exc
-        client.loop_start()
-        code = self._wait(lambda: self._connack, timeout)
-        if code is None:
+        self._bus.start()
+        if not self._wait(lambda: True if (self._up or self._failed) else None, timeout):
             self.close()
             raise BusError(f"no answer from the MQTT broker at {where} within {timeout:g} s")
-        if code.is_failure:
+        if self._failed is not None:
             self.close()
-            raise BusError(f"the MQTT broker at {where} refused the connection: {code}")
+            reason = self._failed
+            prefix = "broker refused the connection: "
+            if reason.startswith(prefix):
+                reason = (
+                    f"the MQTT broker at {where} refused the connection: {reason[len(prefix) :]}"
+                )
+            raise BusError(reason)
 
-    # -- paho callbacks (network thread: never raise) -----------------------
-    def _on_connect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any
-    ) -> None:
+    # -- events (the bus's network thread: never raise) ---------------------
+    def _on_event(self, event: BusEvent) -> None:
         try:
-            if not rc.is_failure and self._connack is not None:
-                # A clean start after a lost connection: subscribe again.
-                for topic, options in list(self._subscriptions.items()):
-                    client.subscribe(topic, options=options)
+            if isinstance(event, Inbound):
+                self._messages.put(
+                    Received(
+                        event.topic,
+                        event.payload,
+                        event.retain,
+                        event.response_topic,
+                        event.correlation,
+                        time.time(),
+                    )
+                )
+                return
             with self._cond:
-                self._connack = rc
+                if isinstance(event, Subscribed):
+                    self._up = True
+                elif isinstance(event, Failed):
+                    self._failed = event.reason
+                elif isinstance(event, Published):
+                    self._acks[("pub", event.mid)] = event.refused
+                elif isinstance(event, SubscribeDone):
+                    self._acks[("sub", event.mid)] = event.refused
+                elif isinstance(event, (Connected, Disconnected)):
+                    pass
                 self._cond.notify_all()
         except Exception:  # pragma: no cover - must not kill paho's thread
-            pass
-
-    def _on_disconnect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any
-    ) -> None:
-        self._disconnected.set()
-
-    def _on_subscribe(
-        self, client: mqtt.Client, userdata: Any, mid: int, codes: Any, props: Any
-    ) -> None:
-        self._hand_over("sub", mid, codes)
-
-    def _on_publish(
-        self, client: mqtt.Client, userdata: Any, mid: int, rc: Any, props: Any
-    ) -> None:
-        self._hand_over("pub", mid, rc)
-
-    def _hand_over(self, kind: str, mid: int, value: Any) -> None:
-        try:
-            with self._cond:
-                self._acks[(kind, mid)] = value
-                self._cond.notify_all()
-        except Exception:  # pragma: no cover
-            pass
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        try:
-            props = getattr(msg, "properties", None)
-            correlation = getattr(props, "CorrelationData", None) if props else None
-            self._messages.put(
-                Received(
-                    msg.topic,
-                    bytes(msg.payload),
-                    bool(msg.retain),
-                    getattr(props, "ResponseTopic", None) if props else None,
-                    bytes(correlation) if correlation is not None else None,
-                    time.time(),
-                )
-            )
-        except Exception:  # pragma: no cover
             pass
 
     # -- waiting ----------------------------------------------------------
@@ -165,23 +133,19 @@ class BrokerClient:
                     return None
                 self._cond.wait(remaining)
 
-    def _ack(self, kind: str, mid: int, what: str) -> Any:
+    def _ack(self, kind: str, mid: int, what: str) -> str:
         value = self._wait(lambda: self._acks.pop((kind, mid), None), self.timeout)
         if value is None:
             raise BusError(f"the broker did not acknowledge {what} within {self.timeout:g} s")
-        return value
+        return str(value)
 
     # -- API --------------------------------------------------------------
     def subscribe(self, topic_filter: str, *, qos: int = 1, retained: bool = True) -> None:
         """Subscribe and wait for the SUBACK; ``retained=False`` skips retained messages."""
-        options = SubscribeOptions(qos=qos, retainHandling=0 if retained else 2)
-        result, mid = self._client.subscribe(topic_filter, options=options)
-        if result != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
-            raise BusError(f"cannot subscribe to {topic_filter!r}: {mqtt.error_string(result)}")
-        codes = self._ack("sub", mid, f"the subscription to {topic_filter!r}")
-        if any(code.is_failure for code in codes):
-            raise BusError(f"the broker refused the subscription to {topic_filter!r}: {codes}")
-        self._subscriptions[topic_filter] = options
+        mid = self._bus.subscribe(Subscription(topic_filter, retained=retained), qos=qos)
+        refused = self._ack("sub", mid, f"the subscription to {topic_filter!r}")
+        if refused:
+            raise BusError(f"the broker refused the subscription to {topic_filter!r}: {refused}")
 
     def publish(
         self,
@@ -194,24 +158,19 @@ class BrokerClient:
         correlation: bytes | None = None,
     ) -> None:
         """Publish; at QoS 1 or 2, return once the broker has accepted it."""
-        props = None
-        if response_topic is not None or correlation is not None:
-            props = Properties(PacketTypes.PUBLISH)
-            if response_topic is not None:
-                props.ResponseTopic = response_topic
-            if correlation is not None:
-                props.CorrelationData = correlation
-        try:
-            info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
-        except ValueError as exc:
-            raise BusError(f"cannot publish to {topic!r}: {exc}") from exc
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            raise BusError(f"cannot publish to {topic!r}: {mqtt.error_string(info.rc)}")
+        mid = self._bus.publish(
+            topic,
+            payload,
+            qos,
+            retain=retain,
+            correlation=correlation,
+            response_topic=response_topic,
+        )
         if qos == 0:
             return
-        code = self._ack("pub", info.mid, f"the message to {topic!r}")
-        if getattr(code, "is_failure", False):
-            raise BusError(f"the broker refused the message to {topic!r}: {code}")
+        refused = self._ack("pub", mid, f"the message to {topic!r}")
+        if refused:
+            raise BusError(f"the broker refused the message to {topic!r}: {refused}")
 
     def receive(self, timeout: float | None) -> Received | None:
         """The next message of the subscriptions, or None after ``timeout`` seconds."""
@@ -274,8 +233,7 @@ class BrokerClient:
         return None
 
     def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._bus.stop()
 
     def __enter__(self) -> BrokerClient:
         return self
