@@ -71,6 +71,7 @@ class Service:
                 config.database.path,
                 sync=config.database.fsync,
                 compact_after=config.database.compactAfter,
+                compact_bytes=config.database.compactBytes,
                 lock=True,
             ),
             dedup_window=config.database.dedupWindow,
@@ -122,11 +123,7 @@ class Service:
                 self.store.compact()
                 log.info("encrypted %d secret value(s) stored in plain text before", encrypted)
         except BaseException:
-            self.store.rollback()
-            durable = self.store._durable
-            if durable is not None:
-                durable.journal.close()
-                durable.unlock()
+            self.store.abandon()
             raise
 
     # -- publishing -------------------------------------------------------
@@ -362,8 +359,8 @@ class Service:
         for seq, entries in pending:
             self._track(seq, self._publish(_from_record(entries)))
         if self.store.recovered_from_damage:
-            reason = "database was damaged; recovered what was intact (see the log)"
-            self._publish([self._report(reason, b"")])
+            lines = self.store.damage() or ["recovered what was intact (see the log)"]
+            self._publish([self._report(f"database was damaged: {line}", b"") for line in lines])
 
     def _cloud_state(self) -> bool | None:
         link = self.context.link
@@ -456,8 +453,7 @@ class Service:
         return status
 
     def store_has_pending(self) -> bool:
-        durable = self.store._durable
-        return durable is not None and durable.journal.has_pending
+        return self.store.has_pending_writes
 
     def _commit_quietly(self) -> None:
         try:

@@ -121,6 +121,7 @@ def opened(
             path,
             sync=config.database.fsync,
             compact_after=config.database.compactAfter,
+            compact_bytes=config.database.compactBytes,
             lock=True,
         )
     except DatabaseInUse as exc:
@@ -135,9 +136,7 @@ def opened(
         if ok and write:
             store.close()
         else:
-            store.rollback()
-            storage.journal.close()
-            storage.unlock()
+            store.abandon()
 
 
 def _record_line(key: str, restype: str, value: str) -> bytes:
