@@ -149,7 +149,7 @@ class Snapshot:
             if not isinstance(data, dict) or not all(isinstance(t, dict) for t in data.values()):
                 raise ValueError("not a TinyDB document layout")
         except ValueError as exc:
-            return self._checked(_salvage(raw), raw, f"not valid JSON ({exc})")
+            return self._checked(_salvage(raw), raw, f"damage: not valid JSON ({exc})")
         if self.generations:
             generation = _generation(len(raw), zlib.crc32(raw))
             if generation not in self.generations:
@@ -169,11 +169,13 @@ class Snapshot:
                 f"{count} readable documents, unverified"
             )
         else:
+            failed: set[tuple[str, str]] = set()
             for name, table in data.items():
                 expected = sums.get(name, {})
                 for doc_id in list(table):
                     if expected.get(doc_id) != zlib.crc32(doc_line(doc_id, table[doc_id])):
                         doc = table.pop(doc_id)
+                        failed.add((name, doc_id))
                         self.damage.append(
                             f"snapshot document {doc_id}{_key_of(doc)} of {self.path.name} "
                             "failed its checksum and was dropped"
@@ -181,13 +183,13 @@ class Snapshot:
             for name, expected in sums.items():
                 table = data.get(name, {})
                 for doc_id in expected:
-                    if doc_id not in table:
+                    if doc_id not in table and (name, doc_id) not in failed:
                         self.damage.append(
                             f"snapshot document {doc_id} of {self.path.name} is unreadable "
                             "and was dropped"
                         )
         log.error(
-            "DATABASE DAMAGED: %s is %s; kept %d intact documents, the damaged file is kept as %s",
+            "DATABASE DAMAGED: %s has %s; kept %d intact documents, the damaged file is kept as %s",
             self.path,
             why,
             sum(len(t) for t in data.values()),

@@ -408,3 +408,33 @@ def test_nothing_in_edgemeta_turns_data_into_code() -> None:
         if word in path.read_text(encoding="utf-8")
     ]
     assert found == []
+
+
+def test_a_plain_secret_that_looks_encrypted_stays_plain(tmp_path: Path) -> None:
+    # Whether a value is encrypted is recorded, not read from its text: the
+    # cloud chooses the text.
+    path = tmp_path / "db" / "edgemeta.json"
+    keyless = open_store(path, None)
+    keyless.put("ns/secret/x", "secret", "fernet:x")
+    keyless.commit()
+    keyless.abandon()  # a crash: the journal holds it
+    again = open_store(path, None)
+    assert again.check_secrets() == 0
+    assert again.get("ns/secret/x") == "fernet:x"
+    again.close()  # and after a compaction
+    again = open_store(path, None)
+    assert again.check_secrets() == 0
+    again.close()
+
+    cipher = ValueCipher(new_key())
+    keyed = open_store(path, cipher)
+    assert keyed.check_secrets() == 1  # encrypted now, as any plain secret
+    keyed.commit()
+    keyed.close()
+    assert b'"fernet:x"' not in files_of(path)
+    keyed = open_store(path, cipher)
+    assert keyed.check_secrets() == 0
+    assert keyed.get("ns/secret/x") == "fernet:x"
+    keyed.close()
+    with pytest.raises(StoreError, match=r"no database\.secretKeyFile"):
+        open_store(path, None).check_secrets()
