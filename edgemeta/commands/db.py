@@ -14,7 +14,8 @@ from typing import IO, Any
 from ..config import Config
 from ..journal import dumps_safe
 from ..progress import Progress
-from ..store import DatabaseInUse, DurableStorage, MetaStore, open_storage
+from ..cipher import is_encrypted
+from ..store import SECRET_TYPE, DatabaseInUse, DurableStorage, MetaStore, open_storage
 from .common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -210,7 +211,9 @@ def run_import(args: argparse.Namespace) -> int:
                 if existing.get(key) == (restype, value):
                     unchanged += 1
                 else:
-                    store.put(key, restype, value)
+                    # An export carries encrypted secrets as they are stored.
+                    sealed = restype == SECRET_TYPE and is_encrypted(value)
+                    store.put(key, restype, value, encrypted=sealed)
                     existing[key] = (restype, value)
                     changed += 1
                 if number & 0xFF == 0:
