@@ -11,10 +11,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from ..cipher import is_encrypted
 from ..config import Config
 from ..journal import dumps_safe
 from ..progress import Progress
-from ..cipher import is_encrypted
 from ..store import SECRET_TYPE, DatabaseInUse, DurableStorage, MetaStore, open_storage
 from .common import (
     EXIT_OK,
