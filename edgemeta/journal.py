@@ -159,14 +159,12 @@ class Journal:
             try:
                 record = decode_record(line)
             except ValueError:
-                if len(line) == len(_COMMIT_LINE) and line.endswith(b"\n") and batch:
-                    # A whole commit line with a changed bit: the batch before it was
-                    # written whole and synced, so it counts as committed.
-                    record = COMMIT
-                    bad.append((number, line))
-                else:
-                    bad.append((number, line))
+                bad.append((number, line))
+                if not (len(line) == len(_COMMIT_LINE) and line.endswith(b"\n") and batch):
                     continue
+                # A whole commit line with a changed bit: the batch before it was
+                # written whole and synced, so it counts as committed.
+                record = COMMIT
             if record == COMMIT:
                 count += len(batch)
                 yield from batch
@@ -189,7 +187,12 @@ class Journal:
         for number, line in bad:
             key = _KEY.search(line)
             what = f" (key {key.group(1).decode('utf-8', 'replace')})" if key else ""
-            fate = "in a batch never committed" if uncommitted else "and was dropped"
+            if uncommitted:
+                fate = "in a batch never committed"
+            elif len(line) == len(_COMMIT_LINE):
+                fate = "(a commit marker); its batch was kept"
+            else:
+                fate = "and was dropped"
             self.damage.append(
                 f"journal record {number}{what} of {self.path.name} failed its checksum {fate}"
             )

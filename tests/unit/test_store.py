@@ -1316,3 +1316,14 @@ def test_a_disk_that_stays_full_fails_the_commit_once_retried(
     again = durable.open()
     assert again.get("ns/configmap/a") == "v1"
     assert not again.seen("m-2")
+
+
+def test_a_snapshot_rewritten_by_plain_tinydb_is_read_as_it_is(durable: Durable) -> None:
+    store = durable.open()
+    store.put("ns/pod/a", "pod", "1")
+    durable.close(store)
+    with TinyDB(durable.path) as db:
+        db.table("meta").insert({"key": "ns/pod/b", "type": "pod", "value": "2"})
+    again = durable.open()
+    assert not again.recovered_from_damage
+    assert contents(again) == {"ns/pod/a": "1", "ns/pod/b": "2"}
