@@ -48,6 +48,12 @@ class Durable:
                 return
         raise AssertionError("not a store of this database")
 
+    def storage_of(self, store: MetaStore) -> DurableStorage:
+        for opened, storage in self._open:
+            if opened is store:
+                return storage
+        raise AssertionError("not a store of this database")
+
     def close(self, store: MetaStore) -> None:
         store.close()
         self._open = [(s, st) for s, st in self._open if s is not store]
@@ -840,7 +846,7 @@ def test_background_compaction_writes_the_data_as_it_was_when_it_started(
     store = durable.open()
     store.put("ns/pod/a", "pod", "old")
     store.commit()
-    storage = store._durable
+    storage = durable.storage_of(store)
     assert storage is not None
     release = threading.Event()
     real_write = DurableStorage._write_snapshot
@@ -874,7 +880,7 @@ def test_crash_before_the_background_snapshot_replays_both_journals(
     store.compact(background=True)  # the journal is set aside; the snapshot never comes
     store.put("ns/pod/b", "pod", "2")
     store.commit()
-    storage = store._durable
+    storage = durable.storage_of(store)
     assert storage is not None and storage.old_journal.exists()
     durable.crash(store)
     monkeypatch.undo()
@@ -925,7 +931,7 @@ def test_a_failed_background_snapshot_is_redone_at_the_next_compaction(
     monkeypatch.setattr("edgemeta.snapshot.Snapshot.write", failing)
     store.compact(background=True)
     store.wait_compaction()
-    storage = store._durable
+    storage = durable.storage_of(store)
     assert storage is not None and storage.old_journal.exists()
     monkeypatch.undo()
     store.put("ns/pod/b", "pod", "2")
