@@ -438,3 +438,19 @@ def test_a_plain_secret_that_looks_encrypted_stays_plain(tmp_path: Path) -> None
     keyed.close()
     with pytest.raises(StoreError, match=r"no database\.secretKeyFile"):
         open_store(path, None).check_secrets()
+
+
+def test_pending_calls_are_encrypted_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "db" / "edgemeta.json"
+    cipher = ValueCipher(new_key())
+    store = open_store(path, cipher)
+    store.open_call("c-1", {"request": {"content": SECRET}})
+    store.commit()
+    assert b"s3cr3t" not in files_of(path)
+    store.close()
+    assert b"s3cr3t" not in files_of(path)
+    again = open_store(path, cipher)
+    assert again.calls() == {"c-1": {"request": {"content": SECRET}}}
+    again.close()
+    with pytest.raises(StoreError, match="encrypted messages"):
+        open_store(path, None).check_secrets()

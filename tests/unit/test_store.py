@@ -18,7 +18,7 @@ from tinydb.storages import MemoryStorage
 from edgemeta.errors import StoreError
 from edgemeta.journal import encode_record
 from edgemeta.store import DurableStorage, MetaStore
-from tests.support.faults import half_then_enospc
+from tests.support.faults import enospc_writing, half_then_enospc
 
 StoreFactory = Callable[..., MetaStore]
 
@@ -1264,23 +1264,6 @@ def test_the_journal_is_compacted_by_size(durable: Durable) -> None:
     assert MetaStore(DurableStorage(durable.path)).get("ns/configmap/big") == f"29 {value}"
 
 
-def journal_writes_fail(durable: Durable, times: int) -> Callable[..., int]:
-    """An os.write that fails with ENOSPC for the journal's first ``times`` writes."""
-    real_write = os.write
-    journal_fd: list[int] = []
-    failures = [times]
-
-    def fake(fd: int, data: Any) -> int:
-        is_journal = os.readlink(f"/proc/self/fd/{fd}") == str(durable.journal)
-        if is_journal and failures[0] > 0:
-            failures[0] -= 1
-            journal_fd.append(fd)
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_write(fd, data)
-
-    return fake
-
-
 def test_a_commit_that_finds_the_disk_full_compacts_and_is_retried(
     durable: Durable, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1295,7 +1278,7 @@ def test_a_commit_that_finds_the_disk_full_compacts_and_is_retried(
     store.put("ns/configmap/b", "configmap", "b")
     store.mark_seen(["m-last"])
     with monkeypatch.context() as patch:
-        patch.setattr(os, "write", journal_writes_fail(durable, 1))
+        patch.setattr(os, "write", enospc_writing(durable.journal, 1))
         store.commit()  # no StoreError: compacted, then written
     assert durable.journal.read_bytes().count(b'["p",') == 2
     durable.crash(store)
@@ -1313,7 +1296,7 @@ def test_a_disk_that_stays_full_fails_the_commit_once_retried(
     store.put("ns/configmap/a", "configmap", "v2")
     store.mark_seen(["m-2"])
     with monkeypatch.context() as patch:
-        patch.setattr(os, "write", journal_writes_fail(durable, 2))
+        patch.setattr(os, "write", enospc_writing(durable.journal, 2))
         with pytest.raises(StoreError, match="No space left"):
             store.commit()
     store.rollback()
