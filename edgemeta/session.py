@@ -135,6 +135,7 @@ class Session:
         self.device_window = device_window
         self.state = SessionState()
         self._undo: list[tuple[Any, ...]] = []
+        self._committed_revision = 0
 
     # -- replay -----------------------------------------------------------
     def load(self, records: Iterable[list[Any]]) -> None:
@@ -168,6 +169,7 @@ class Session:
                 st.encryption_recorded = True
         if self.window == 0:
             st.seen.clear()
+        self._committed_revision = st.revision
 
     def records(self, state: SessionState | None = None) -> list[list[Any]]:
         """The whole state as records: what a new journal starts with."""
@@ -192,9 +194,6 @@ class Session:
         while len(self._undo) > mark:
             _undo(self.state, self._undo.pop())
 
-    def forget_undo(self) -> None:
-        self._undo.clear()
-
     def committed(self) -> SessionState:
         """The state as of the last commit, on a copy (the open transaction stays)."""
         state = self.state.copy()
@@ -204,6 +203,22 @@ class Session:
 
     def note_recorded(self) -> None:
         """The encrypted set went to the journal whole (a commit or a new journal)."""
+        self.state.encryption_recorded = True
+
+    def commit_records(self) -> list[list[Any]]:
+        """Records due with the next commit: the revision reached, the encrypted set once."""
+        out: list[list[Any]] = []
+        if self.state.revision != self._committed_revision:
+            out.append([REVISION, self.state.revision])
+        if not self.state.encryption_recorded:
+            # A database written before the set was recorded: from now on it is.
+            out.append([ENCRYPTED_ALL, sorted(self.state.encrypted)])
+        return out
+
+    def committed_now(self) -> None:
+        """The open transaction is durable: nothing of it can be undone any more."""
+        self._undo.clear()
+        self._committed_revision = self.state.revision
         self.state.encryption_recorded = True
 
     # -- duplicate windows ----------------------------------------------------

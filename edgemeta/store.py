@@ -499,7 +499,6 @@ class MetaStore:
             state.encrypted = {
                 k for k, t in self._types.items() if t == SECRET_TYPE and is_encrypted(self._raw(k))
             }
-        self._committed_revision = state.revision
 
     def _append(self, record: list[Any]) -> None:
         if self._durable is not None:
@@ -810,12 +809,8 @@ class MetaStore:
         with self._lock:
             durable = self._durable
             if durable is not None:
-                state = self._session.state
-                if state.revision != self._committed_revision:
-                    durable.append_session(["rev", state.revision])
-                recorded = state.encryption_recorded
-                if not recorded:
-                    durable.append_session(["enc-all", sorted(state.encrypted)])
+                for record in self._session.commit_records():
+                    durable.append_session(record)
                 try:
                     durable.commit()
                 except StoreError as exc:
@@ -824,11 +819,9 @@ class MetaStore:
                     log.warning("%s: compacting the journal and trying again", exc)
                     self._compact_committed()
                     durable.commit()
-                self._session.note_recorded()
-            self._committed_revision = self._session.state.revision
+            self._session.committed_now()
             self._index_undo.clear()
             self._table_undo.clear()
-            self._session.forget_undo()
             self._changes.clear()
             if durable is not None and durable.needs_compaction:
                 self.compact(background=True)
