@@ -95,6 +95,7 @@ class DurableStorage(Storage):
         self._undo: list[tuple[str, str, Doc | None]] = []
         self._undo_full: dict[str, dict[str, Doc]] | None = None
         self._size_at_reset = 0
+        self._low_space_tried_at = 0
         self.session_records: list[Any] = []
         self.damage: list[str] = []
         self.recovered_from_damage = False
@@ -278,13 +279,19 @@ class DurableStorage(Storage):
     def _low_on_space(self, grown: int) -> bool:
         """True when the disk could soon not hold one more snapshot, and compaction helps."""
         headroom = 2 * self.snapshot.disk_bytes + _HEADROOM_MARGIN
-        if grown < headroom // 2:
+        # Not again before the journal grew by as much since the last try: a
+        # compaction that failed for lack of space is not retried at every commit.
+        since_try = self.journal.size - self._low_space_tried_at
+        if grown < headroom // 2 or since_try < headroom // 2:
             return False  # a compaction would give back too little to be worth it
         try:
             stats = os.statvfs(self.path.parent)
         except OSError:
             return False
-        return stats.f_bavail * stats.f_frsize < headroom
+        if stats.f_bavail * stats.f_frsize >= headroom:
+            return False
+        self._low_space_tried_at = self.journal.size
+        return True
 
     @property
     def has_uncommitted_changes(self) -> bool:
@@ -304,6 +311,7 @@ class DurableStorage(Storage):
         self.snapshot.write(tables)
         self.journal.reset(session)
         self._size_at_reset = self.journal.size
+        self._low_space_tried_at = 0
         self._drop_old_journal()
 
     def start_compaction(self, session: list[Any]) -> None:
@@ -326,6 +334,7 @@ class DurableStorage(Storage):
         fsync_dir(self.path.parent)
         self.journal.reset(session)
         self._size_at_reset = self.journal.size
+        self._low_space_tried_at = 0
         tables = {name: dict(table) for name, table in self._data.items()}
         self._compaction = threading.Thread(
             target=self._write_snapshot, args=(tables,), name="edgemeta-compaction", daemon=True

@@ -1316,3 +1316,31 @@ def test_a_snapshot_rewritten_by_plain_tinydb_is_read_as_it_is(durable: Durable)
     again = durable.open()
     assert not again.recovered_from_damage
     assert contents(again) == {"ns/pod/a": "1", "ns/pod/b": "2"}
+
+
+class _Statvfs:
+    def __init__(self, free: int) -> None:
+        self.f_bavail = free
+        self.f_frsize = 1
+
+
+def test_the_journal_is_compacted_when_the_disk_runs_low(
+    durable: Durable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = durable.open()
+    value = "x" * 10_000
+    free = [10**12]
+    monkeypatch.setattr(os, "statvfs", lambda path: _Statvfs(free[0]))
+    for i in range(20):
+        store.put("ns/configmap/big", "configmap", f"{i} {value}")
+        store.commit()
+    store.wait_compaction()
+    grown = durable.journal.stat().st_size
+    assert grown > 200_000, "compacted while the disk had room"
+    free[0] = 50_000  # less than two snapshots and the margin
+    store.put("ns/configmap/big", "configmap", f"last {value}")
+    store.commit()
+    store.wait_compaction()
+    assert durable.journal.stat().st_size < 20_000
+    durable.crash(store)
+    assert durable.open().get("ns/configmap/big") == f"last {value}"
