@@ -454,3 +454,33 @@ def test_pending_calls_are_encrypted_on_disk(tmp_path: Path) -> None:
     again.close()
     with pytest.raises(StoreError, match="encrypted messages"):
         open_store(path, None).check_secrets()
+
+
+def test_a_database_from_before_the_encrypted_record_is_read_by_the_prefix_once(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "db" / "edgemeta.json"
+    cipher = ValueCipher(new_key())
+    store = open_store(path, cipher)
+    store.put("ns/secret/db", "secret", SECRET)
+    store.close()
+    journal = path.with_name(path.name + ".journal")
+    lines = journal.read_bytes().splitlines(keepends=True)
+    legacy = [line for line in lines if b'["enc' not in line]
+    assert len(legacy) < len(lines)
+    journal.write_bytes(b"".join(legacy))  # as the releases before wrote it
+
+    with pytest.raises(StoreError, match=r"no database\.secretKeyFile"):
+        keyless = open_store(path, None)
+        try:
+            keyless.check_secrets()
+        finally:
+            keyless.abandon()
+    again = open_store(path, cipher)
+    assert again.check_secrets() == 0
+    assert again.get("ns/secret/db") == SECRET
+    again.put("ns/secret/new", "secret", "fernet:plain? no: encrypted by the store")
+    again.close()
+    keyed = open_store(path, cipher)
+    assert keyed.get("ns/secret/new") == "fernet:plain? no: encrypted by the store"
+    keyed.close()
