@@ -49,6 +49,7 @@ class DatabaseConfig:
     path: str = "data/edgemeta.json"
     fsync: bool = True
     compactAfter: int = 100_000
+    compactBytes: int = 64 * 1024 * 1024
     dedupWindow: int = 20_000
     # A Fernet key (``edgemeta keygen``): ``secret`` values are encrypted at rest.
     secretKeyFile: str = ""
@@ -125,6 +126,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     ),
     "database.path": (bool, "a non-empty path"),
     "database.compactAfter": (lambda v: v >= 1, ">= 1"),
+    "database.compactBytes": (lambda v: v >= 1, "> 0"),
     "database.dedupWindow": (lambda v: v >= 0, ">= 0"),
     "modules.metaManager.contextSendGroup": (
         lambda v: bool(v) and not any(c in v for c in "+#/\x00"),

@@ -393,8 +393,10 @@ class Delivery:
                     self._send(seq, out, 1)
                 if not outs:
                     self._sent_done([seq])
-            reports = [self.report(line, b"") for line in self.store.damage()]
-            self._publish_untracked(reports)
+            if self.store.recovered_from_damage:
+                lines = self.store.damage() or ["recovered what was intact (see the log)"]
+                reports = [self.report(f"database was damaged: {line}", b"") for line in lines]
+                self._publish_untracked(reports)
 
     def idle(self) -> None:
         """Nothing arrived: make the confirmations recorded meanwhile durable."""

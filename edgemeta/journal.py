@@ -2,8 +2,9 @@
 
 Each record is one line: eight hex digits of CRC-32, a space, compact JSON.
 Every commit ends with a commit marker, so a batch is replayed whole or not
-at all: a torn or corrupt tail (power cut mid-write) is cut off at recovery
-and nothing committed before it is lost.
+at all: a torn tail (power cut mid-write) is cut off at recovery and nothing
+committed before it is lost. A damaged record inside the committed part is
+skipped and described; the intact records after it are kept.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import time
 import zlib
 from collections.abc import Iterator
@@ -94,6 +96,8 @@ def encode_record(record: Any) -> bytes:
 
 
 _COMMIT_LINE = encode_record(COMMIT)
+# The key of a damaged document record, for the report (best effort: the damage may hit it).
+_KEY = re.compile(rb'"key":"((?:[^"\\\n]|\\.){1,300})"')
 
 
 def decode_record(line: bytes) -> Any:
@@ -119,6 +123,8 @@ class Journal:
         self.records_written = 0
         self.records_at_reset = 0
         self.damaged = False
+        #: What replay dropped, one line each.
+        self.damage: list[str] = []
 
     @property
     def replayed_bytes(self) -> int:
@@ -126,52 +132,82 @@ class Journal:
         return self._good_size
 
     def replay(self) -> Iterator[Any]:
-        """Yield the records of every committed batch; cut what follows the last one."""
+        """Yield the records of every committed batch, skipping damaged records.
+
+        A damaged line inside the committed part is dropped and described in
+        ``damage``; every intact record after it is kept. What follows the last
+        commit marker was never committed (never acknowledged) and is cut: a
+        torn write can only leave that tail, and at most its last line broken.
+        """
         self._good_size = 0
+        self.damage = []
         if not self.path.exists():
             return
         with open(self.path, "rb") as src:
             data = src.read()
         offset = 0
         count = 0
+        number = 0
         batch: list[Any] = []
-        problem = ""
+        # Damaged lines of the batch being read: (line number, line).
+        bad: list[tuple[int, bytes]] = []
         while offset < len(data):
             end = data.find(b"\n", offset)
             line = data[offset:] if end < 0 else data[offset : end + 1]
+            offset += len(line)
+            number += 1
             try:
                 record = decode_record(line)
             except ValueError:
-                torn_tail = end < 0 or end == len(data) - 1
-                problem = "torn" if torn_tail else "corrupt"
-                break
-            offset += len(line)
+                bad.append((number, line))
+                if not (len(line) == len(_COMMIT_LINE) and line.endswith(b"\n") and batch):
+                    continue
+                # A whole commit line with a changed bit: the batch before it was
+                # written whole and synced, so it counts as committed.
+                record = COMMIT
             if record == COMMIT:
                 count += len(batch)
                 yield from batch
+                self._describe(bad)
                 batch = []
+                bad = []
                 self._good_size = offset
             else:
                 batch.append(record)
-        else:
-            if batch:
-                problem = "uncommitted"
         self.records_written = count
-        if problem:
-            self._cut(data, problem)
+        if offset > self._good_size:
+            torn = not bad or (len(bad) == 1 and bad[0][0] == number)
+            if not torn:
+                self._describe(bad, uncommitted=True)
+            self._cut(data, torn)
+        elif self.damage:
+            self._keep_aside(data)
 
-    def _cut(self, data: bytes, problem: str) -> None:
-        good = self._good_size
-        if problem == "corrupt":
-            self.damaged = True
-            aside = set_aside(self.path, data)
-            log.error(
-                "JOURNAL DAMAGED: %s has a corrupt record after byte %d; kept every batch "
-                "committed before it, the whole damaged file is saved as %s",
-                self.path,
-                good,
-                aside,
+    def _describe(self, bad: list[tuple[int, bytes]], *, uncommitted: bool = False) -> None:
+        for number, line in bad:
+            key = _KEY.search(line)
+            what = f" (key {key.group(1).decode('utf-8', 'replace')})" if key else ""
+            if uncommitted:
+                fate = "in a batch never committed"
+            elif len(line) == len(_COMMIT_LINE):
+                fate = "(a commit marker); its batch was kept"
+            else:
+                fate = "and was dropped"
+            self.damage.append(
+                f"journal record {number}{what} of {self.path.name} failed its checksum {fate}"
             )
+
+    def _keep_aside(self, data: bytes) -> None:
+        self.damaged = True
+        aside = set_aside(self.path, data)
+        for line in self.damage:
+            log.error("JOURNAL DAMAGED: %s", line)
+        log.error("the damaged journal %s is saved as %s", self.path, aside)
+
+    def _cut(self, data: bytes, torn: bool) -> None:
+        good = self._good_size
+        if not torn or self.damage:
+            self._keep_aside(data)
         else:
             log.warning(
                 "journal %s: torn last record dropped (%d bytes of a batch that was never "
@@ -212,6 +248,20 @@ class Journal:
 
     def discard(self) -> None:
         self._pending.clear()
+
+    @property
+    def pending_count(self) -> int:
+        """Records buffered since the last commit (a savepoint's position)."""
+        return len(self._pending)
+
+    def discard_after(self, count: int) -> None:
+        """Drop the records buffered after the first ``count``."""
+        del self._pending[count:]
+
+    @property
+    def size(self) -> int:
+        """Bytes of the journal file that are committed."""
+        return self._good_size
 
     def commit(self) -> None:
         """Write every buffered record and a commit marker, then fsync once (group commit).

@@ -67,6 +67,7 @@ class Service:
                 config.database.path,
                 sync=config.database.fsync,
                 compact_after=config.database.compactAfter,
+                compact_bytes=config.database.compactBytes,
                 lock=True,
             ),
             dedup_window=config.database.dedupWindow,

@@ -1,11 +1,14 @@
 """The metadata store: TinyDB table ``meta`` of ``{key, type, value}`` documents.
 
-The only module that imports tinydb. ``DurableStorage`` is a TinyDB Storage
-whose writes are journalled (group commit, one fsync per batch) and folded
-into a TinyDB-layout snapshot; ``LiveTable`` lets TinyDB change one document
-without copying the whole table, so a write costs the same at 1k or 100k
-records. ``MetaStore`` owns the TinyDB instance, its lock and the indexes by
-key and by (type, namespace).
+The only module besides ``snapshot`` that imports tinydb. ``DurableStorage``
+is a TinyDB Storage whose writes are journalled (group commit, one fsync per
+batch) and folded into a checksummed snapshot (``snapshot.Snapshot``);
+``LiveTable`` lets TinyDB change one document without copying the whole
+table, so a write costs the same at 1k or 100k records. ``MetaStore`` owns the
+TinyDB instance, its lock, the indexes by key and by (type, namespace), the
+encryption of secrets and the session state (``session.Session``), behind one
+transaction API: changes apply at once, ``commit`` makes them durable,
+``rollback`` and ``rollback_to(savepoint)`` undo them.
 """
 
 from __future__ import annotations
@@ -15,10 +18,9 @@ import errno
 import fcntl
 import logging
 import os
-import re
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +30,10 @@ from tinydb.table import Document, Table
 
 from .cipher import ValueCipher, is_encrypted
 from .errors import StoreError
-from .journal import (
-    Journal,
-    dumps_safe,
-    ensure_private_dir,
-    fsync_dir,
-    loads_safe,
-    set_aside,
-    write_atomic,
-)
+from .journal import Journal, ensure_private_dir, fsync_dir
 from .progress import Progress
+from .session import Sealer, Session
+from .snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -45,91 +41,28 @@ TABLE = "meta"
 Doc = dict[str, Any]
 #: The type whose values are encrypted at rest when the store has a cipher.
 SECRET_TYPE = "secret"
+#: Journal bytes after which it is folded into the snapshot (database.compactBytes).
+COMPACT_BYTES = 64 * 1024 * 1024
+#: Room kept free for one snapshot rewrite, beyond twice the last snapshot's size.
+_HEADROOM_MARGIN = 64 * 1024
+
+__all__ = [
+    "SECRET_TYPE",
+    "DatabaseInUse",
+    "DurableStorage",
+    "MetaStore",
+    "Savepoint",
+    "open_storage",
+]
 
 
 class DatabaseInUse(StoreError):
     """Another process (a running edgemeta, a ``db`` command) holds the database's lock."""
 
 
-_TABLE_LINE = re.compile(rb'^"((?:[^"\\]|\\.)*)": \{$')
-
-
-def _snapshot_chunks(data: dict[str, dict[str, Doc]]) -> Iterator[bytes]:
-    """TinyDB's JSON layout with one document per line, so a damaged file can be salvaged."""
-    yield b"{"
-    for t_index, (name, table) in enumerate(data.items()):
-        yield (b",\n" if t_index else b"\n") + dumps_safe(name) + b": {"
-        first = True
-        for doc_id, doc in table.items():
-            yield (b"\n" if first else b",\n") + dumps_safe(doc_id) + b": " + dumps_safe(doc)
-            first = False
-        yield b"\n}"
-    yield b"\n}\n"
-
-
-def _read_lines(path: Path) -> dict[str, dict[str, Doc]] | None:
-    """A snapshot written by ``_snapshot_chunks``, read a line at a time.
-
-    Nothing but the documents is held in memory (not the file's text too).
-    Returns None for any other layout, including a damaged file: the caller
-    then reads it whole.
-    """
-    data: dict[str, dict[str, Doc]] = {}
-    current: dict[str, Doc] | None = None
-    closed = False
-    with open(path, "rb") as src:
-        if src.readline().strip() != b"{":
-            return None
-        for line in src:
-            text = line.strip()
-            if closed:
-                if text:
-                    return None
-                continue
-            if current is None:
-                header = _TABLE_LINE.match(text)
-                if header is not None:
-                    current = data.setdefault(loads_safe(b'"' + header.group(1) + b'"'), {})
-                elif text == b"}":
-                    closed = True
-                else:
-                    return None
-                continue
-            if text in (b"}", b"},"):
-                current = None
-                continue
-            try:
-                entry = loads_safe(b"{" + text.rstrip(b",") + b"}")
-            except ValueError:
-                return None
-            if not isinstance(entry, dict) or len(entry) != 1:
-                return None
-            for doc_id, doc in entry.items():
-                if not isinstance(doc, dict):
-                    return None
-                current[doc_id] = doc
-    return data if closed else None
-
-
-def _salvage(raw: bytes) -> dict[str, dict[str, Doc]]:
-    """Every intact document of a damaged snapshot written by ``_snapshot_chunks``."""
-    data: dict[str, dict[str, Doc]] = {}
-    current: dict[str, Doc] | None = None
-    for line in raw.splitlines():
-        m = _TABLE_LINE.match(line.lstrip(b"{,").strip())
-        if m:
-            current = data.setdefault(loads_safe(b'"' + m.group(1) + b'"'), {})
-            continue
-        if current is None:
-            continue
-        try:
-            entry = loads_safe(b"{" + line.rstrip().rstrip(b",") + b"}")
-        except ValueError:
-            continue
-        for doc_id, doc in entry.items():
-            if isinstance(doc, dict):
-                current[doc_id] = doc
-    return data
+def _no_space(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 class DurableStorage(Storage):
@@ -146,26 +79,33 @@ class DurableStorage(Storage):
         *,
         sync: bool = True,
         compact_after: int = 100_000,
+        compact_bytes: int = COMPACT_BYTES,
         lock: bool = False,
     ):
         self.path = Path(path)
         self.compact_after = compact_after
+        self.compact_bytes = compact_bytes
         ensure_private_dir(self.path.parent)
         self._lock_fd: int | None = self._acquire_lock() if lock else None
+        self.snapshot = Snapshot(self.path, sync=sync)
         self.journal = Journal(self.path.with_name(self.path.name + ".journal"), sync=sync)
         # The journal of a compaction whose snapshot is still being written.
         self.old_journal = self.path.with_name(self.path.name + ".journal.old")
         self._compaction: threading.Thread | None = None
         self._undo: list[tuple[str, str, Doc | None]] = []
         self._undo_full: dict[str, dict[str, Doc]] | None = None
+        self._size_at_reset = 0
+        self._low_space_tried_at = 0
         self.session_records: list[Any] = []
+        self.damage: list[str] = []
         self.recovered_from_damage = False
         try:
-            self._data = self._load_snapshot()
+            self._data = self.snapshot.load()
+            self.damage.extend(self.snapshot.damage)
+            self.recovered_from_damage = self.snapshot.recovered_from_damage
             self._replay()
             self.journal.open()
-            if self.journal.damaged:
-                self.recovered_from_damage = True
+            self._size_at_reset = self.journal.size
             interrupted = self.old_journal.exists()
             if (self.recovered_from_damage or interrupted) and self.journal.writable:
                 # What was salvaged, or what an interrupted compaction left in two
@@ -203,43 +143,6 @@ class DurableStorage(Storage):
             self._lock_fd = None
 
     # -- start-up -------------------------------------------------------
-    def _load_snapshot(self) -> dict[str, dict[str, Doc]]:
-        try:
-            streamed = _read_lines(self.path)
-        except FileNotFoundError:
-            return {}
-        except OSError as exc:
-            raise StoreError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
-        if streamed is not None:
-            return streamed
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return {}
-        except OSError as exc:
-            raise StoreError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
-        if not raw.strip():
-            return {}
-        try:
-            data = loads_safe(raw)
-            if not isinstance(data, dict) or not all(isinstance(t, dict) for t in data.values()):
-                raise ValueError("not a TinyDB document layout")
-            return data
-        except ValueError as exc:
-            aside = set_aside(self.path)
-            data = _salvage(raw)
-            count = sum(len(t) for t in data.values())
-            self.recovered_from_damage = True
-            log.error(
-                "DATABASE DAMAGED: %s is not valid JSON (%s); recovered %d intact documents, "
-                "the damaged file is kept as %s",
-                self.path,
-                exc,
-                count,
-                aside,
-            )
-            return data
-
     def _replay(self) -> None:
         journals = [self.journal]
         if self.old_journal.exists():
@@ -248,6 +151,7 @@ class DurableStorage(Storage):
             journals.insert(0, Journal(self.old_journal, sync=self.journal.sync_enabled))
         for journal in journals:
             self._replay_one(journal)
+            self.damage.extend(journal.damage)
             self.recovered_from_damage = self.recovered_from_damage or journal.damaged
 
     def _replay_one(self, journal: Journal) -> None:
@@ -291,8 +195,13 @@ class DurableStorage(Storage):
             self.commit()
             self.compact([])
         finally:
-            self.journal.close()
-            self.unlock()
+            self.release()
+
+    def release(self) -> None:
+        """Close the journal and drop the lock; nothing more is written."""
+        self.wait_compaction()
+        self.journal.close()
+        self.unlock()
 
     # -- the fast path --------------------------------------------------
     def live_table(self, name: str) -> dict[str, Doc]:
@@ -323,31 +232,86 @@ class DurableStorage(Storage):
             self._data.clear()
             self._data.update(self._undo_full)
         else:
-            for table, doc_id, before in reversed(self._undo):
-                live = self.live_table(table)
-                if before is None:
-                    live.pop(doc_id, None)
-                else:
-                    live[doc_id] = before
+            self._undo_back_to(0)
         self._undo.clear()
         self._undo_full = None
+
+    def savepoint(self) -> tuple[int, int]:
+        return (len(self._undo), self.journal.pending_count)
+
+    def rollback_to(self, point: tuple[int, int]) -> None:
+        if self._undo_full is not None:
+            raise StoreError("a whole-table write cannot be rolled back to a savepoint")
+        self._undo_back_to(point[0])
+        self.journal.discard_after(point[1])
+
+    def _undo_back_to(self, position: int) -> None:
+        while len(self._undo) > position:
+            table, doc_id, before = self._undo.pop()
+            live = self.live_table(table)
+            if before is None:
+                live.pop(doc_id, None)
+            else:
+                live[doc_id] = before
+
+    def committed_tables(self) -> dict[str, dict[str, Doc]]:
+        """The tables as of the last commit, as shallow copies (the open changes stay)."""
+        if self._undo_full is not None:
+            return self._undo_full
+        tables = {name: dict(table) for name, table in self._data.items()}
+        for table, doc_id, before in reversed(self._undo):
+            if before is None:
+                tables.setdefault(table, {}).pop(doc_id, None)
+            else:
+                tables.setdefault(table, {})[doc_id] = before
+        return tables
 
     @property
     def needs_compaction(self) -> bool:
         running = self._compaction is not None and self._compaction.is_alive()
-        return not running and self.journal.records_since_reset >= self.compact_after
+        if running:
+            return False
+        if self.journal.records_since_reset >= self.compact_after:
+            return True
+        grown = self.journal.size - self._size_at_reset
+        return grown >= self.compact_bytes or self._low_on_space(grown)
+
+    def _low_on_space(self, grown: int) -> bool:
+        """True when the disk could soon not hold one more snapshot, and compaction helps."""
+        headroom = 2 * self.snapshot.disk_bytes + _HEADROOM_MARGIN
+        # Not again before the journal grew by as much since the last try: a
+        # compaction that failed for lack of space is not retried at every commit.
+        since_try = self.journal.size - self._low_space_tried_at
+        if grown < headroom // 2 or since_try < headroom // 2:
+            return False  # a compaction would give back too little to be worth it
+        try:
+            stats = os.statvfs(self.path.parent)
+        except OSError:
+            return False
+        if stats.f_bavail * stats.f_frsize >= headroom:
+            return False
+        self._low_space_tried_at = self.journal.size
+        return True
 
     @property
     def has_uncommitted_changes(self) -> bool:
         """True when the table changed since the last commit (session records aside)."""
         return bool(self._undo) or self._undo_full is not None
 
-    def compact(self, session: list[Any]) -> None:
-        """Fold the journal into a new snapshot now; ``session`` records start the new journal."""
+    def compact(self, session: list[Any], tables: dict[str, dict[str, Doc]] | None = None) -> None:
+        """Fold the journal into a new snapshot now; ``session`` records start the new journal.
+
+        With ``tables`` (the committed state), the open transaction's records
+        stay buffered: a commit that failed for lack of space is retried after.
+        """
         self.wait_compaction()
-        self.journal.commit()
-        write_atomic(self.path, _snapshot_chunks(self._data), sync=self.journal.sync_enabled)
+        if tables is None:
+            self.journal.commit()
+            tables = self._data
+        self.snapshot.write(tables)
         self.journal.reset(session)
+        self._size_at_reset = self.journal.size
+        self._low_space_tried_at = 0
         self._drop_old_journal()
 
     def start_compaction(self, session: list[Any]) -> None:
@@ -369,6 +333,8 @@ class DurableStorage(Storage):
         os.replace(self.journal.path, self.old_journal)
         fsync_dir(self.path.parent)
         self.journal.reset(session)
+        self._size_at_reset = self.journal.size
+        self._low_space_tried_at = 0
         tables = {name: dict(table) for name, table in self._data.items()}
         self._compaction = threading.Thread(
             target=self._write_snapshot, args=(tables,), name="edgemeta-compaction", daemon=True
@@ -377,7 +343,7 @@ class DurableStorage(Storage):
 
     def _write_snapshot(self, tables: dict[str, dict[str, Doc]]) -> None:
         try:
-            write_atomic(self.path, _snapshot_chunks(tables), sync=self.journal.sync_enabled)
+            self.snapshot.write(tables)
             self._drop_old_journal()
         except OSError as exc:
             log.error("writing the snapshot %s failed, its journal is kept: %s", self.path, exc)
@@ -460,26 +426,48 @@ class _MetaDB(TinyDB):
 
 
 def open_storage(
-    path: str | Path, *, sync: bool = True, compact_after: int = 100_000, lock: bool = False
+    path: str | Path,
+    *,
+    sync: bool = True,
+    compact_after: int = 100_000,
+    compact_bytes: int = COMPACT_BYTES,
+    lock: bool = False,
 ) -> Storage:
     """The durable storage at ``path``; ``lock`` takes ``<path>.lock`` or raises DatabaseInUse."""
     try:
-        return DurableStorage(path, sync=sync, compact_after=compact_after, lock=lock)
+        return DurableStorage(
+            path, sync=sync, compact_after=compact_after, compact_bytes=compact_bytes, lock=lock
+        )
     except OSError as exc:
         raise StoreError(f"cannot open database {path}: {exc.strerror or exc}") from exc
+
+
+@dataclass(frozen=True)
+class Savepoint:
+    """A position inside the open transaction (``MetaStore.savepoint``)."""
+
+    table: Any
+    index: int
+    session: int
+    changes: int
+
+
+# A key's document before a change on a non-durable storage: (key, type, value, doc_id).
+_Before = tuple[str, str, str, int] | None
 
 
 class MetaStore:
     """Keyed metadata with indexes by key and by (type, namespace); thread-safe.
 
     Changes are applied in memory at once and become durable at ``commit``;
-    ``rollback`` drops every change since the last commit. Besides the table,
-    the store keeps the session: a bounded window of processed msg_ids and an
-    outbox of messages committed but not yet confirmed by the broker.
+    ``rollback`` drops every change since the last commit, ``rollback_to`` those
+    since a ``savepoint``. Besides the table, the store keeps the session state
+    (``session.Session``): duplicate windows, outbox, pending calls, revision.
 
     With a ``cipher``, the values of type ``secret`` are stored encrypted and
-    read decrypted (a value stored before, without the cipher's prefix, reads
-    as it is). Without one, every value is read and written as stored.
+    read decrypted. Whether a stored value is encrypted is recorded with the
+    session (never guessed from the value's text, which the cloud chooses);
+    a database written before that record existed is read by the prefix once.
     """
 
     def __init__(
@@ -487,6 +475,7 @@ class MetaStore:
         storage: Storage | None = None,
         *,
         dedup_window: int = 20_000,
+        device_window: int = 2_000,
         cipher: ValueCipher | None = None,
     ) -> None:
         self._cipher = cipher
@@ -499,23 +488,38 @@ class MetaStore:
         self._ids: dict[str, int] = {}
         self._types: dict[str, str] = {}
         self._by_type_ns: dict[tuple[str, str], set[str]] = {}
-        self._window = dedup_window
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        self._outbox: OrderedDict[int, list[Any]] = OrderedDict()
-        self._seq = 0
-        self._calls: dict[str, dict[str, Any]] = {}
-        self._journal_undo: list[Callable[[], None]] = []
-        self._key_undo: dict[str, tuple[str, str, int] | None] = {}
+        self._index_undo: list[Callable[[], None]] = []
+        self._table_undo: list[tuple[int | None, _Before]] = []
+        self._changes: list[tuple[str, str, str | None]] = []
+        sealer = Sealer(cipher.encrypt if cipher else None, cipher.decrypt if cipher else None)
+        self._session = Session(
+            self._append, sealer, window=dedup_window, device_window=device_window
+        )
         for doc in self._table.all():
             key = doc.get("key")
             if isinstance(key, str):
                 self._index(key, str(doc.get("type", "")), doc.doc_id)
         if self._durable is not None:
-            self._load_session(self._durable.session_records)
+            self._session.load(self._durable.session_records)
+            self._durable.session_records = []
+        state = self._session.state
+        if not state.encryption_recorded:
+            # Written before the record existed: the prefix was the only sign.
+            state.encrypted = {
+                k for k, t in self._types.items() if t == SECRET_TYPE and is_encrypted(self._raw(k))
+            }
+
+    def _append(self, record: list[Any]) -> None:
+        if self._durable is not None:
+            self._durable.append_session(record)
 
     @property
     def recovered_from_damage(self) -> bool:
         return bool(self._durable and self._durable.recovered_from_damage)
+
+    def damage(self) -> list[str]:
+        """What start-up recovery dropped, one human-readable line each."""
+        return list(self._durable.damage) if self._durable is not None else []
 
     # -- indexes --------------------------------------------------------
     def _index(self, key: str, restype: str, doc_id: int) -> None:
@@ -531,9 +535,18 @@ class MetaStore:
             if bucket is not None:
                 bucket.discard(key)
 
+    def _reindex(self, key: str, restype: str, doc_id: int) -> None:
+        self._unindex(key)
+        self._index(key, restype, doc_id)
+
     # -- reads ----------------------------------------------------------
-    def _reveal(self, key: str, restype: str, value: str) -> str:
-        if self._cipher is None or restype != SECRET_TYPE:
+    def _raw(self, key: str) -> str:
+        doc = self._table.get(doc_id=self._ids[key])
+        assert isinstance(doc, dict)
+        return str(doc["value"])
+
+    def _reveal(self, key: str, value: str) -> str:
+        if self._cipher is None or key not in self._session.state.encrypted:
             return value
         try:
             return self._cipher.decrypt(value)
@@ -546,7 +559,7 @@ class MetaStore:
             if doc_id is None:
                 return None
             doc = self._table.get(doc_id=doc_id)
-            return None if doc is None else self._reveal(key, self._types[key], doc["value"])
+            return None if doc is None else self._reveal(key, doc["value"])
 
     def contains(self, key: str) -> bool:
         with self._lock:
@@ -556,10 +569,7 @@ class MetaStore:
         """Values of a type in a namespace, ordered by key (code point order)."""
         with self._lock:
             keys = sorted(self._by_type_ns.get((restype, namespace), ()))
-            return [
-                self._reveal(k, restype, self._table.get(doc_id=self._ids[k])["value"])  # type: ignore[index]
-                for k in keys
-            ]
+            return [self._reveal(k, self._raw(k)) for k in keys]
 
     def items_of_type(self, restype: str) -> list[tuple[str, str]]:
         """Every (key, value) of a type, ordered by key."""
@@ -567,50 +577,44 @@ class MetaStore:
             keys = sorted(
                 k for (t, _ns), bucket in self._by_type_ns.items() if t == restype for k in bucket
             )
-            return [
-                (k, self._reveal(k, restype, self._table.get(doc_id=self._ids[k])["value"]))  # type: ignore[index]
-                for k in keys
-            ]
+            return [(k, self._reveal(k, self._raw(k))) for k in keys]
 
     def items(self) -> list[tuple[str, str, str]]:
         """Every (key, type, value), ordered by key (code point order)."""
         with self._lock:
-            return [
-                (
-                    k,
-                    self._types[k],
-                    self._reveal(k, self._types[k], self._table.get(doc_id=self._ids[k])["value"]),  # type: ignore[index]
-                )
-                for k in sorted(self._ids)
-            ]
+            return [(k, self._types[k], self._reveal(k, self._raw(k))) for k in sorted(self._ids)]
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._ids)
 
     # -- writes ---------------------------------------------------------
-    def put(self, key: str, restype: str, value: str) -> None:
-        """Insert or replace the document of ``key``."""
-        if restype == SECRET_TYPE and self._cipher is not None:
-            value = self._cipher.encrypt(value)
+    def put(self, key: str, restype: str, value: str, *, encrypted: bool = False) -> None:
+        """Insert or replace the document of ``key``.
+
+        ``encrypted``: ``value`` is already a value encrypted by this store's
+        cipher (an import of an export), kept as it is.
+        """
+        seal = restype == SECRET_TYPE and self._cipher is not None and not encrypted
+        stored = self._cipher.encrypt(value) if seal and self._cipher is not None else value
         with self._lock:
-            self._note_before(key)
+            before = self._before(key)
             doc_id = self._ids.get(key)
             if doc_id is None:
-                doc_id = self._table.insert({"key": key, "type": restype, "value": value})
+                doc_id = self._table.insert({"key": key, "type": restype, "value": stored})
                 self._index(key, restype, doc_id)
-                self._journal_undo.append(lambda: self._unindex(key))
-                return
-            old_type = self._types[key]
-            self._table.update({"type": restype, "value": value}, doc_ids=[doc_id])
-            if old_type != restype:
-                self._unindex(key)
-                self._index(key, restype, doc_id)
-                self._journal_undo.append(lambda: self._reindex(key, old_type, doc_id))
-
-    def _reindex(self, key: str, restype: str, doc_id: int) -> None:
-        self._unindex(key)
-        self._index(key, restype, doc_id)
+                self._index_undo.append(lambda: self._unindex(key))
+            else:
+                old_type = self._types[key]
+                self._table.update({"type": restype, "value": stored}, doc_ids=[doc_id])
+                if old_type != restype:
+                    self._reindex(key, restype, doc_id)
+                    old_id = doc_id
+                    self._index_undo.append(lambda: self._reindex(key, old_type, old_id))
+            self._note(doc_id, before)
+            self._session.set_encrypted(key, seal or (encrypted and restype == SECRET_TYPE))
+            self._session.bump_revision()
+            self._changes.append((key, restype, value))
 
     def put_many(self, items: Iterable[tuple[str, str, str]]) -> None:
         with self._lock:
@@ -623,12 +627,43 @@ class MetaStore:
             doc_id = self._ids.get(key)
             if doc_id is None:
                 return False
-            self._note_before(key)
+            before = self._before(key)
             restype = self._types[key]
             self._table.remove(doc_ids=[doc_id])
             self._unindex(key)
-            self._journal_undo.append(lambda: self._index(key, restype, doc_id))
+            self._index_undo.append(lambda: self._index(key, restype, doc_id))
+            self._note(None, before)
+            self._session.set_encrypted(key, False)
+            self._session.bump_revision()
+            self._changes.append((key, restype, None))
             return True
+
+    # Storages other than DurableStorage keep no undo of their own: each change
+    # notes the key's document before it, so rollback can put it back.
+    def _before(self, key: str) -> _Before:
+        if self._durable is not None:
+            return None
+        doc_id = self._ids.get(key)
+        if doc_id is None:
+            return None
+        doc = self._table.get(doc_id=doc_id)
+        assert isinstance(doc, dict)
+        return (key, doc["type"], doc["value"], doc_id)
+
+    def _note(self, doc_id: int | None, before: _Before) -> None:
+        if self._durable is None:
+            self._table_undo.append((doc_id, before))
+
+    def _undo_table_to(self, position: int) -> None:
+        while len(self._table_undo) > position:
+            doc_id, before = self._table_undo.pop()
+            if doc_id is not None and self._table.contains(doc_id=doc_id):
+                self._table.remove(doc_ids=[doc_id])
+            if before is not None:
+                key, restype, value, old_id = before
+                if self._table.contains(doc_id=old_id):
+                    self._table.remove(doc_ids=[old_id])
+                self._table.insert(Document({"key": key, "type": restype, "value": value}, old_id))
 
     def check_secrets(self) -> int:
         """Make the stored secrets match the cipher; returns how many were encrypted now.
@@ -640,19 +675,18 @@ class MetaStore:
         only be served as ciphertext.
         """
         with self._lock:
-            stored = {
-                k: self._table.get(doc_id=self._ids[k])["value"]  # type: ignore[index]
-                for k, t in self._types.items()
-                if t == SECRET_TYPE
-            }
-            encrypted = [k for k, v in stored.items() if is_encrypted(v)]
+            marked = self._session.state.encrypted
+            stored = {k: self._raw(k) for k, t in self._types.items() if t == SECRET_TYPE}
+            encrypted = [k for k in stored if k in marked]
             if self._cipher is None:
                 if encrypted:
                     raise StoreError(
                         f"{len(encrypted)} secret value(s) are stored encrypted (e.g. "
                         f"{min(encrypted)}) but no database.secretKeyFile is set"
                     )
-                if any(isinstance(entries, str) for entries in self._outbox.values()):
+                state = self._session.state
+                sealed = [*state.outbox.values(), *state.calls.values()]
+                if any(isinstance(entries, str) for entries in sealed):
                     raise StoreError(
                         "the journal holds encrypted messages not yet sent, but no "
                         "database.secretKeyFile is set"
@@ -670,173 +704,146 @@ class MetaStore:
                     f"{len(encrypted)} encrypted secret value(s) (e.g. {min(unreadable)}): "
                     "another key?"
                 )
-            plain = [(k, v) for k, v in stored.items() if not is_encrypted(v)]
+            plain = [(k, v) for k, v in stored.items() if k not in marked]
             for key, value in plain:
                 self.put(key, SECRET_TYPE, value)
             return len(plain)
 
-    # -- session: duplicate window and outbox ----------------------------
-    def _load_session(self, records: list[Any]) -> None:
-        for record in records:
-            kind = record[0]
-            if kind == "s":
-                self._remember(record[1])
-            elif kind == "o":
-                self._outbox[record[1]] = self._open_outbox(record[2])
-                self._seq = max(self._seq, record[1])
-            elif kind == "x":
-                for seq in record[1]:
-                    self._outbox.pop(seq, None)
-            elif kind == "co":
-                self._calls[record[1]] = record[2]
-            elif kind == "ce":
-                self._calls.pop(record[1], None)
-
-    def _remember(self, ids: Iterable[str]) -> None:
-        seen = self._seen
-        for msg_id in ids:
-            seen[msg_id] = None
-        while len(seen) > self._window:
-            seen.popitem(last=False)
-
-    def _forget(self, ids: list[str]) -> None:
-        for msg_id in ids:
-            self._seen.pop(msg_id, None)
-
+    # -- session -----------------------------------------------------------
     def seen(self, msg_id: str) -> bool:
         with self._lock:
-            return msg_id in self._seen
+            return self._session.seen(msg_id)
 
     def mark_seen(self, ids: list[str]) -> None:
-        if not ids or self._window == 0:
-            return
         with self._lock:
-            self._remember(ids)
-            if self._durable is not None:
-                self._durable.append_session(["s", ids])
-            self._journal_undo.append(lambda: self._forget(ids))
+            self._session.mark_seen(ids)
+
+    def device_seen(self, key: str) -> bool:
+        """True when a device reading with this key was applied (its own window)."""
+        with self._lock:
+            return self._session.device_seen(key)
+
+    def mark_device_seen(self, keys: list[str]) -> None:
+        with self._lock:
+            self._session.mark_device_seen(keys)
 
     def add_outbox(self, entries: list[Any]) -> int:
         """Keep messages to publish with the next commit; returns their batch number."""
         with self._lock:
-            self._seq += 1
-            seq = self._seq
-            self._outbox[seq] = entries
-            if self._durable is not None:
-                self._durable.append_session(["o", seq, self._seal_outbox(entries)])
-            self._journal_undo.append(lambda: self._drop_outbox(seq))
-            return seq
-
-    # The outbox holds whole messages, secrets' contents included (forwards,
-    # answers, reports): with a cipher it goes to disk encrypted as a whole.
-    # Without a cipher, an encrypted batch stays as it is, opaque (the ``db``
-    # tools keep it); ``check_secrets`` stops the service from using it.
-    def _seal_outbox(self, entries: Any) -> Any:
-        if self._cipher is None or isinstance(entries, str):
-            return entries
-        return self._cipher.encrypt(dumps_safe(entries).decode("utf-8", "surrogatepass"))
-
-    def _open_outbox(self, sealed: Any) -> Any:
-        if not isinstance(sealed, str) or self._cipher is None:
-            return sealed
-        try:
-            return loads_safe(self._cipher.decrypt(sealed))
-        except StoreError as exc:
-            raise StoreError(f"journal outbox: {exc}") from None
-
-    def _drop_outbox(self, seq: int) -> None:
-        self._outbox.pop(seq, None)
+            return self._session.add_outbox(entries)
 
     def outbox_sent(self, seqs: list[int]) -> None:
         """Forget batches the broker has confirmed (durable with the next commit)."""
         with self._lock:
-            for seq in seqs:
-                self._outbox.pop(seq, None)
-            if self._durable is not None and seqs:
-                self._durable.append_session(["x", seqs])
-
-    # -- interim session API (savepoints, device window, calls) ------------
-    def savepoint(self) -> Any:
-        return None
-
-    def rollback_to(self, mark: Any) -> None:
-        return None
-
-    def device_seen(self, key: str) -> bool:
-        return self.seen("device/" + key)
-
-    def mark_device_seen(self, keys: list[str]) -> None:
-        self.mark_seen(["device/" + k for k in keys])
-
-    def open_call(self, call_id: str, record: dict[str, Any]) -> None:
-        with self._lock:
-            self._calls[call_id] = record
-            if self._durable is not None:
-                self._durable.append_session(["co", call_id, record])
-            self._journal_undo.append(lambda: self._drop_call(call_id))
-
-    def _drop_call(self, call_id: str) -> None:
-        self._calls.pop(call_id, None)
-
-    def end_call(self, call_id: str) -> None:
-        with self._lock:
-            record = self._calls.pop(call_id, None)
-            if self._durable is not None:
-                self._durable.append_session(["ce", call_id])
-            if record is not None:
-                self._journal_undo.append(lambda: self._calls.__setitem__(call_id, record))
-
-    def calls(self) -> dict[str, dict[str, Any]]:
-        with self._lock:
-            return dict(self._calls)
-
-    def damage(self) -> list[str]:
-        if self.recovered_from_damage:
-            return ["database was damaged; recovered what was intact (see the log)"]
-        return []
-
-    def abandon(self) -> None:
-        """Release the journal and the lock without writing (a start-up that failed)."""
-        if self._durable is not None:
-            self._durable.journal.close()
-            self._durable.unlock()
-
-    @property
-    def has_pending_writes(self) -> bool:
-        return self._durable is not None and self._durable.journal.has_pending
+            self._session.outbox_sent(seqs)
 
     def outbox(self) -> list[tuple[int, list[Any]]]:
         with self._lock:
-            return list(self._outbox.items())
+            return list(self._session.state.outbox.items())
 
-    def _session_snapshot(self) -> list[Any]:
-        records: list[Any] = []
-        if self._seen:
-            records.append(["s", list(self._seen)])
-        records.extend(
-            ["o", seq, self._seal_outbox(entries)] for seq, entries in self._outbox.items()
-        )
-        records.extend(["co", call_id, record] for call_id, record in self._calls.items())
-        return records
+    @property
+    def outbox_bytes(self) -> int:
+        """Bytes of payload text held in the outbox (for back-pressure)."""
+        with self._lock:
+            return self._session.state.outbox_bytes
 
-    # -- durability -----------------------------------------------------
+    def open_call(self, call_id: str, record: dict[str, Any]) -> None:
+        """Keep a pending call (a JSON-able record) until ``end_call``."""
+        with self._lock:
+            self._session.open_call(call_id, record)
+
+    def end_call(self, call_id: str) -> None:
+        with self._lock:
+            self._session.end_call(call_id)
+
+    def calls(self) -> dict[str, dict[str, Any]]:
+        """The pending calls in the order they were opened."""
+        with self._lock:
+            return copy.deepcopy(self._session.state.calls)
+
+    @property
+    def revision(self) -> int:
+        """Grows by one with every change of a stored document (put or delete)."""
+        with self._lock:
+            return self._session.state.revision
+
+    def changes_since_commit(self) -> list[tuple[str, str, str | None]]:
+        """(key, type, value) of every key changed in the open transaction; None: deleted."""
+        with self._lock:
+            last: dict[str, tuple[str, str | None]] = {}
+            for key, restype, value in self._changes:
+                last[key] = (restype, value)
+            return [(key, restype, value) for key, (restype, value) in last.items()]
+
+    # -- transactions -----------------------------------------------------
     @property
     def has_uncommitted_changes(self) -> bool:
         """True when the table changed since the last commit."""
         with self._lock:
             if self._durable is not None:
                 return self._durable.has_uncommitted_changes
-            return bool(self._key_undo)
+            return bool(self._table_undo)
 
-    def commit(self) -> None:
-        """Make every change since the last commit durable (one fsync)."""
+    @property
+    def has_pending_writes(self) -> bool:
+        """True when the next commit has something to write (session records included)."""
+        with self._lock:
+            return self._durable is not None and self._durable.journal.has_pending
+
+    def savepoint(self) -> Savepoint:
+        """A point of the open transaction that ``rollback_to`` can go back to."""
+        with self._lock:
+            table = self._durable.savepoint() if self._durable else len(self._table_undo)
+            return Savepoint(table, len(self._index_undo), self._session.mark(), len(self._changes))
+
+    def rollback_to(self, point: Savepoint) -> None:
+        """Undo every change made after ``point``; earlier changes stay uncommitted."""
         with self._lock:
             if self._durable is not None:
-                self._durable.commit()
-            self._journal_undo.clear()
-            self._key_undo.clear()
-            if self._durable is not None and self._durable.needs_compaction:
+                self._durable.rollback_to(point.table)
+            else:
+                self._undo_table_to(point.table)
+            while len(self._index_undo) > point.index:
+                self._index_undo.pop()()
+            self._session.undo_to(point.session)
+            del self._changes[point.changes :]
+            self._table.clear_cache()
+
+    def commit(self) -> None:
+        """Make every change since the last commit durable (one fsync).
+
+        When the disk is full, the journal is folded into a new snapshot (which
+        drops superseded records) and the commit is tried once more.
+        """
+        with self._lock:
+            durable = self._durable
+            if durable is not None:
+                for record in self._session.commit_records():
+                    durable.append_session(record)
+                try:
+                    durable.commit()
+                except StoreError as exc:
+                    if not _no_space(exc):
+                        raise
+                    log.warning("%s: compacting the journal and trying again", exc)
+                    self._compact_committed()
+                    durable.commit()
+            self._session.committed_now()
+            self._index_undo.clear()
+            self._table_undo.clear()
+            self._changes.clear()
+            if durable is not None and durable.needs_compaction:
                 self.compact(background=True)
+
+    def _compact_committed(self) -> None:
+        durable = self._durable
+        assert durable is not None
+        durable.wait_compaction()
+        session = self._session.records(self._session.committed())
+        try:
+            durable.compact(session, durable.committed_tables())
+        except OSError as exc:
+            raise StoreError(f"cannot compact {durable.path}: {exc.strerror or exc}") from exc
 
     def rollback(self) -> None:
         """Drop every change since the last commit."""
@@ -844,33 +851,13 @@ class MetaStore:
             if self._durable is not None:
                 self._durable.rollback()
             else:
-                self._undo_keys()
-            for undo in reversed(self._journal_undo):
+                self._undo_table_to(0)
+            for undo in reversed(self._index_undo):
                 undo()
-            self._journal_undo.clear()
+            self._index_undo.clear()
+            self._session.undo_to(0)
+            self._changes.clear()
             self._table.clear_cache()
-
-    def _undo_keys(self) -> None:
-        # Storages other than DurableStorage: put back each key's first before-image.
-        undo, self._key_undo = self._key_undo, {}
-        for key, before in undo.items():
-            doc_id = self._ids.get(key)
-            if doc_id is not None:
-                self._table.remove(doc_ids=[doc_id])
-            if before is not None:
-                self._table.insert(
-                    Document({"key": key, "type": before[0], "value": before[1]}, before[2])
-                )
-
-    def _note_before(self, key: str) -> None:
-        if self._durable is None and key not in self._key_undo:
-            doc_id = self._ids.get(key)
-            if doc_id is None:
-                self._key_undo[key] = None
-            else:
-                doc = self._table.get(doc_id=doc_id)
-                assert doc is not None
-                self._key_undo[key] = (doc["type"], doc["value"], doc_id)
 
     def compact(self, *, background: bool = False) -> None:
         """Fold the journal into a new snapshot; a failure is logged, the journal kept.
@@ -883,9 +870,10 @@ class MetaStore:
                 return
             try:
                 if background:
-                    self._durable.start_compaction(self._session_snapshot())
+                    self._durable.start_compaction(self._session.records())
                 else:
-                    self._durable.compact(self._session_snapshot())
+                    self._durable.compact(self._session.records())
+                self._session.note_recorded()
             except (OSError, StoreError) as exc:
                 log.error(
                     "compaction of %s failed, the journal is kept: %s", self._durable.path, exc
@@ -896,12 +884,23 @@ class MetaStore:
         if self._durable is not None:
             self._durable.wait_compaction()
 
+    def abandon(self) -> None:
+        """Drop the open transaction, close the journal and release the lock; write nothing.
+
+        For a start-up that fails after opening the store.
+        """
+        with self._lock:
+            self.rollback()
+            if self._durable is not None:
+                self._durable.release()
+
     def close(self) -> None:
         with self._lock:
             if self._durable is not None:
-                self._durable.commit()
-                self._durable.compact(self._session_snapshot())
-                self._durable.journal.close()
-                self._durable.unlock()
+                try:
+                    self.commit()
+                    self._durable.compact(self._session.records())
+                finally:
+                    self._durable.release()
             else:
                 self._db.close()

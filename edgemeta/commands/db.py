@@ -11,10 +11,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from ..cipher import is_encrypted
 from ..config import Config
 from ..journal import dumps_safe
 from ..progress import Progress
-from ..store import DatabaseInUse, DurableStorage, MetaStore, open_storage
+from ..store import SECRET_TYPE, DatabaseInUse, DurableStorage, MetaStore, open_storage
 from .common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -121,6 +122,7 @@ def opened(
             path,
             sync=config.database.fsync,
             compact_after=config.database.compactAfter,
+            compact_bytes=config.database.compactBytes,
             lock=True,
         )
     except DatabaseInUse as exc:
@@ -135,9 +137,7 @@ def opened(
         if ok and write:
             store.close()
         else:
-            store.rollback()
-            storage.journal.close()
-            storage.unlock()
+            store.abandon()
 
 
 def _record_line(key: str, restype: str, value: str) -> bytes:
@@ -211,7 +211,9 @@ def run_import(args: argparse.Namespace) -> int:
                 if existing.get(key) == (restype, value):
                     unchanged += 1
                 else:
-                    store.put(key, restype, value)
+                    # An export carries encrypted secrets as they are stored.
+                    sealed = restype == SECRET_TYPE and is_encrypted(value)
+                    store.put(key, restype, value, encrypted=sealed)
                     existing[key] = (restype, value)
                     changed += 1
                 if number & 0xFF == 0:

@@ -67,6 +67,7 @@ def test_documented_defaults() -> None:
     assert config.mqtt.topicPrefix == "beehive"
     assert config.mqtt.sessionExpiry >= 86400
     assert config.database.path == "data/edgemeta.json"
+    assert config.database.compactBytes == 64 * 1024 * 1024
     mm = config.modules.metaManager
     assert mm.contextSendGroup == "hub"
     assert mm.contextSendModule == "websocket"
@@ -134,6 +135,7 @@ INTEGERS = [
     "mqtt.keepalive",
     "modules.metaManager.remoteQueryAttempts",
     "metrics.port",
+    "database.compactBytes",
 ]
 SECONDS = [
     "modules.metaManager.podStatusSyncInterval",
@@ -212,6 +214,8 @@ def test_top_level_that_is_not_a_mapping_is_an_error() -> None:
         ("modules.metaManager.contextSendGroup", "+"),
         ("metrics.port", 65536),
         ("metrics.port", -1),
+        ("database.compactBytes", 0),
+        ("database.compactBytes", -1),
     ],
 )
 def test_out_of_range_value_names_the_dotted_key(dotted: str, value: Any) -> None:
@@ -229,6 +233,7 @@ def test_out_of_range_value_names_the_dotted_key(dotted: str, value: Any) -> Non
         ("mqtt.keepalive", 0),
         ("modules.metaManager.remoteQueryAttempts", 1),
         ("modules.metaManager.remoteQueryTimeout", 0.001),
+        ("database.compactBytes", 1),
     ],
 )
 def test_range_boundaries_are_accepted(dotted: str, value: Any) -> None:

@@ -224,26 +224,78 @@ def test_appending_after_a_cut_tail_gives_clean_records(tmp_path: Path) -> None:
     assert replay(path) == RECORDS
 
 
-def test_corrupt_record_in_the_middle_sets_the_damaged_file_aside(tmp_path: Path) -> None:
+def test_corrupt_record_in_the_middle_is_skipped_and_the_rest_kept(tmp_path: Path) -> None:
     path = tmp_path / "j"
     write(path, RECORDS)
     damaged_lines = path.read_bytes().splitlines(keepends=True)
     damaged_lines[4] = flip(damaged_lines[4], 15)  # the third record (lines alternate with commits)
     damaged = b"".join(damaged_lines)
     path.write_bytes(damaged)
-    assert replay(path) == RECORDS[:2]
-    assert path.read_bytes() == b"".join(damaged_lines[:4])
+    journal = Journal(path, sync=False)
+    assert list(journal.replay()) == RECORDS[:2] + RECORDS[3:]
+    assert journal.damaged
+    (line,) = journal.damage
+    assert line.startswith("journal record 5 ") and "dropped" in line, line
     (aside,) = asides(path)
     assert aside.read_bytes() == damaged
 
 
-def test_garbage_line_in_the_middle_sets_the_damaged_file_aside(tmp_path: Path) -> None:
+def test_damaged_record_names_the_key_of_its_document(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    write(path, RECORDS[:1])
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(flip(lines[0], len(lines[0]) - 5) + lines[1])
+    write(path, RECORDS[1:])
+    journal = Journal(path, sync=False)
+    assert list(journal.replay()) == RECORDS[1:]
+    (line,) = journal.damage
+    assert "(key ns/pod/a)" in line, line
+
+
+def test_garbage_line_in_the_middle_is_skipped(tmp_path: Path) -> None:
     path = tmp_path / "j"
     write(path, RECORDS[:1])
     path.write_bytes(path.read_bytes() + b"garbage\n")
     write(path, RECORDS[1:])
-    assert replay(path) == RECORDS[:1]
+    assert replay(path) == RECORDS
     assert len(asides(path)) == 1
+
+
+def test_a_bad_line_before_the_last_line_of_the_tail_is_damage_not_a_torn_write(
+    tmp_path: Path,
+) -> None:
+    # A torn write breaks at most the last line of the last, uncommitted batch.
+    path = tmp_path / "j"
+    write(path, RECORDS[:2])
+    good = path.read_bytes()
+    bad = flip(encode_record(["s", ["m-9"]]), 12)
+    path.write_bytes(good + bad + encode_record(["s", ["m-10"]]))
+    journal = Journal(path, sync=False)
+    assert list(journal.replay()) == RECORDS[:2]
+    assert journal.damaged and journal.damage
+    assert path.read_bytes() == good
+    assert len(asides(path)) == 1
+
+
+def test_a_torn_tail_is_no_damage(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    write(path, RECORDS[:2])
+    half = encode_record(["s", ["m-9"]])
+    path.write_bytes(path.read_bytes() + encode_record(["s", ["m-8"]]) + half[:10])
+    journal = Journal(path, sync=False)
+    assert list(journal.replay()) == RECORDS[:2]
+    assert not journal.damaged and journal.damage == []
+    assert asides(path) == []
+
+
+def test_a_damaged_last_commit_marker_keeps_its_batch(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    write(path, RECORDS[:2])
+    data = path.read_bytes()
+    path.write_bytes(data[:-3] + bytes([data[-3] ^ 0x01]) + data[-2:])
+    journal = Journal(path, sync=False)
+    assert list(journal.replay()) == RECORDS[:2]
+    assert journal.damaged
 
 
 # -- failed writes ----------------------------------------------------------------------

@@ -322,8 +322,7 @@ def test_encrypted_outbox_needs_the_key(tmp_path: Path) -> None:
     store = open_store(path, cipher)
     seq = store.add_outbox([["beehive/edged", SECRET, None]])
     store.commit()
-    store._durable.journal.close()  # type: ignore[union-attr]  # a crash
-    store._durable.unlock()  # type: ignore[union-attr]
+    store.abandon()  # a crash: nothing more is written
     assert b"s3cr3t" not in files_of(path)
     # The db tools open it as it is; the service (check_secrets) refuses.
     keyless = open_store(path, None)
@@ -370,6 +369,7 @@ def test_database_files_are_private_whatever_the_umask(tmp_path: Path, umask_0: 
     assert mode(path.parent) == 0o700
     assert {p.name: oct(mode(p)) for p in path.parent.iterdir()} == {
         path.name: "0o600",
+        path.name + ".sums": "0o600",
         journal.name: "0o600",
         lock.name: "0o600",
     }
@@ -380,8 +380,7 @@ def test_database_files_are_private_whatever_the_umask(tmp_path: Path, umask_0: 
     store.commit()
     store.put("ns/pod/d", "pod", "{}")
     store.commit()
-    store._durable.journal.close()  # type: ignore[union-attr]
-    store._durable.unlock()  # type: ignore[union-attr]
+    store.abandon()  # a crash: nothing more is written
     with journal.open("r+b") as f:
         f.seek(12)
         f.write(b"#")
@@ -409,3 +408,79 @@ def test_nothing_in_edgemeta_turns_data_into_code() -> None:
         if word in path.read_text(encoding="utf-8")
     ]
     assert found == []
+
+
+def test_a_plain_secret_that_looks_encrypted_stays_plain(tmp_path: Path) -> None:
+    # Whether a value is encrypted is recorded, not read from its text: the
+    # cloud chooses the text.
+    path = tmp_path / "db" / "edgemeta.json"
+    keyless = open_store(path, None)
+    keyless.put("ns/secret/x", "secret", "fernet:x")
+    keyless.commit()
+    keyless.abandon()  # a crash: the journal holds it
+    again = open_store(path, None)
+    assert again.check_secrets() == 0
+    assert again.get("ns/secret/x") == "fernet:x"
+    again.close()  # and after a compaction
+    again = open_store(path, None)
+    assert again.check_secrets() == 0
+    again.close()
+
+    cipher = ValueCipher(new_key())
+    keyed = open_store(path, cipher)
+    assert keyed.check_secrets() == 1  # encrypted now, as any plain secret
+    keyed.commit()
+    keyed.close()
+    assert b'"fernet:x"' not in files_of(path)
+    keyed = open_store(path, cipher)
+    assert keyed.check_secrets() == 0
+    assert keyed.get("ns/secret/x") == "fernet:x"
+    keyed.close()
+    with pytest.raises(StoreError, match=r"no database\.secretKeyFile"):
+        open_store(path, None).check_secrets()
+
+
+def test_pending_calls_are_encrypted_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "db" / "edgemeta.json"
+    cipher = ValueCipher(new_key())
+    store = open_store(path, cipher)
+    store.open_call("c-1", {"request": {"content": SECRET}})
+    store.commit()
+    assert b"s3cr3t" not in files_of(path)
+    store.close()
+    assert b"s3cr3t" not in files_of(path)
+    again = open_store(path, cipher)
+    assert again.calls() == {"c-1": {"request": {"content": SECRET}}}
+    again.close()
+    with pytest.raises(StoreError, match="encrypted messages"):
+        open_store(path, None).check_secrets()
+
+
+def test_a_database_from_before_the_encrypted_record_is_read_by_the_prefix_once(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "db" / "edgemeta.json"
+    cipher = ValueCipher(new_key())
+    store = open_store(path, cipher)
+    store.put("ns/secret/db", "secret", SECRET)
+    store.close()
+    journal = path.with_name(path.name + ".journal")
+    lines = journal.read_bytes().splitlines(keepends=True)
+    legacy = [line for line in lines if b'["enc' not in line]
+    assert len(legacy) < len(lines)
+    journal.write_bytes(b"".join(legacy))  # as the releases before wrote it
+
+    with pytest.raises(StoreError, match=r"no database\.secretKeyFile"):
+        keyless = open_store(path, None)
+        try:
+            keyless.check_secrets()
+        finally:
+            keyless.abandon()
+    again = open_store(path, cipher)
+    assert again.check_secrets() == 0
+    assert again.get("ns/secret/db") == SECRET
+    again.put("ns/secret/new", "secret", "fernet:plain? no: encrypted by the store")
+    again.close()
+    keyed = open_store(path, cipher)
+    assert keyed.get("ns/secret/new") == "fernet:plain? no: encrypted by the store"
+    keyed.close()

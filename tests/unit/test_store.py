@@ -18,7 +18,7 @@ from tinydb.storages import MemoryStorage
 from edgemeta.errors import StoreError
 from edgemeta.journal import encode_record
 from edgemeta.store import DurableStorage, MetaStore
-from tests.support.faults import half_then_enospc
+from tests.support.faults import enospc_writing, half_then_enospc
 
 StoreFactory = Callable[..., MetaStore]
 
@@ -41,9 +41,17 @@ class Durable:
         """What kill -9 leaves: nothing more is written; the kernel closes the file."""
         for index, (opened, storage) in enumerate(self._open):
             if opened is store:
+                # A killed process writes nothing more; a thread of this one would.
+                storage.wait_compaction()
                 storage.journal.close()
                 del self._open[index]
                 return
+        raise AssertionError("not a store of this database")
+
+    def storage_of(self, store: MetaStore) -> DurableStorage:
+        for opened, storage in self._open:
+            if opened is store:
+                return storage
         raise AssertionError("not a store of this database")
 
     def close(self, store: MetaStore) -> None:
@@ -513,7 +521,9 @@ def test_torn_batch_is_not_applied_in_part(durable: Durable) -> None:
     assert again.outbox() == []
 
 
-def test_corrupt_journal_record_in_the_middle_sets_the_file_aside(durable: Durable) -> None:
+def test_corrupt_journal_record_is_skipped_and_the_records_after_it_kept(
+    durable: Durable,
+) -> None:
     store, sizes = committed_batches(durable, 4)
     durable.crash(store)
     damaged = bytearray(durable.journal.read_bytes())
@@ -521,11 +531,15 @@ def test_corrupt_journal_record_in_the_middle_sets_the_file_aside(durable: Durab
     durable.journal.write_bytes(bytes(damaged))
 
     again = durable.open()
-    assert again.values("pod", "ns") == ["v0", "v1"]
+    assert again.values("pod", "ns") == ["v0", "v1", "v3"]
+    (line,) = again.damage()
+    assert "journal record" in line and "ns/pod/2" in line and "dropped" in line, line
     (aside,) = durable.asides(durable.journal.name)
     assert aside.read_bytes() == bytes(damaged)
     again.close()
-    assert durable.open().values("pod", "ns") == ["v0", "v1"]
+    reopened = durable.open()
+    assert reopened.values("pod", "ns") == ["v0", "v1", "v3"]
+    assert reopened.damage() == []
     assert len(durable.asides(durable.journal.name)) == 1
 
 
@@ -727,7 +741,6 @@ def test_failed_commit_is_a_store_error_and_rolls_back_cleanly(
     store.put("ns/pod/b", "pod", "b")
     store.mark_seen(["m-1"])
     store.commit()
-    journal_before = durable.journal.read_bytes()
 
     store.put("ns/pod/a", "pod", "v2")
     store.delete("ns/pod/b")
@@ -735,6 +748,7 @@ def test_failed_commit_is_a_store_error_and_rolls_back_cleanly(
     store.mark_seen(["m-2"])
     store.add_outbox([["t", "x", None]])
     with monkeypatch.context() as patch:
+        # os.write fails for the journal only: the compaction tried on ENOSPC works.
         if fault == "write":
             patch.setattr(os, "write", enospc)
         elif fault == "partial-write":
@@ -745,7 +759,9 @@ def test_failed_commit_is_a_store_error_and_rolls_back_cleanly(
             store.commit()
     store.rollback()
 
-    assert durable.journal.read_bytes() == journal_before
+    # The failed batch left nothing; the journal may have been compacted meanwhile.
+    assert b"m-2" not in durable.journal.read_bytes()
+    assert b"ns/pod/c" not in durable.journal.read_bytes()
     assert contents(store) == {"ns/pod/a": "v1", "ns/pod/b": "b"}
     assert store.values("pod", "ns") == ["v1", "b"]
     assert store.seen("m-1")
@@ -830,7 +846,7 @@ def test_background_compaction_writes_the_data_as_it_was_when_it_started(
     store = durable.open()
     store.put("ns/pod/a", "pod", "old")
     store.commit()
-    storage = store._durable
+    storage = durable.storage_of(store)
     assert storage is not None
     release = threading.Event()
     real_write = DurableStorage._write_snapshot
@@ -864,7 +880,7 @@ def test_crash_before_the_background_snapshot_replays_both_journals(
     store.compact(background=True)  # the journal is set aside; the snapshot never comes
     store.put("ns/pod/b", "pod", "2")
     store.commit()
-    storage = store._durable
+    storage = durable.storage_of(store)
     assert storage is not None and storage.old_journal.exists()
     durable.crash(store)
     monkeypatch.undo()
@@ -909,13 +925,13 @@ def test_a_failed_background_snapshot_is_redone_at_the_next_compaction(
     store.put("ns/pod/a", "pod", "1")
     store.commit()
 
-    def failing(path: Path, chunks: Any, *, sync: bool = True) -> None:
+    def failing(self: Any, tables: Any) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("edgemeta.store.write_atomic", failing)
+    monkeypatch.setattr("edgemeta.snapshot.Snapshot.write", failing)
     store.compact(background=True)
     store.wait_compaction()
-    storage = store._durable
+    storage = durable.storage_of(store)
     assert storage is not None and storage.old_journal.exists()
     monkeypatch.undo()
     store.put("ns/pod/b", "pod", "2")
@@ -927,7 +943,7 @@ def test_a_failed_background_snapshot_is_redone_at_the_next_compaction(
 
 
 def test_snapshot_is_read_a_line_at_a_time_and_equals_the_whole_file(tmp_path: Path) -> None:
-    from edgemeta.store import _read_lines, _snapshot_chunks
+    from edgemeta.snapshot import read_lines, snapshot_chunks
 
     data = {
         "empty": {},
@@ -938,18 +954,393 @@ def test_snapshot_is_read_a_line_at_a_time_and_equals_the_whole_file(tmp_path: P
         "other": {"7": {"n": 123456789012345678901234567890}},
     }
     path = tmp_path / "snap.json"
-    path.write_bytes(b"".join(_snapshot_chunks(data)))
-    assert _read_lines(path) == data
+    path.write_bytes(b"".join(snapshot_chunks(data)))
+    assert read_lines(path) == data
     assert json.loads(path.read_text()) == data
 
 
 def test_a_snapshot_in_another_layout_is_read_whole(tmp_path: Path) -> None:
-    from edgemeta.store import _read_lines
+    from edgemeta.snapshot import read_lines
 
     path = tmp_path / "db.json"
     with TinyDB(path) as db:
         db.table("meta").insert({"key": "ns/pod/a", "type": "pod", "value": "1"})
-    assert _read_lines(path) is None
+    assert read_lines(path) is None
     store = MetaStore(DurableStorage(path))
     assert store.get("ns/pod/a") == "1"
     store.close()
+
+
+# -- savepoints, on both storages ----------------------------------------------------
+
+
+def test_rollback_to_a_savepoint_undoes_only_what_came_after(store: MetaStore) -> None:
+    store.put("ns/pod/kept", "pod", "v1")
+    store.put("ns/pod/changed", "pod", "old")
+    store.put("ns/pod/removed", "pod", "here")
+    store.mark_seen(["m-1"])
+    store.commit()
+
+    store.put("ns/pod/before", "pod", "before the savepoint")
+    store.mark_seen(["m-2"])
+    first = store.add_outbox([["t", "first", None]])
+    store.open_call("c-1", {"n": 1})
+    revision = store.revision
+    point = store.savepoint()
+
+    store.put("ns/pod/changed", "pod", "new")
+    store.delete("ns/pod/removed")
+    store.put("ns/x/retyped", "service", "after")
+    store.put("ns/pod/kept", "podstatus", "retyped after")
+    store.mark_seen(["m-3"])
+    store.mark_device_seen(["device/d/1"])
+    store.add_outbox([["t", "second", None]])
+    store.outbox_sent([first])
+    store.open_call("c-2", {"n": 2})
+    store.end_call("c-1")
+    store.rollback_to(point)
+
+    assert contents(store) == {
+        "ns/pod/kept": "v1",
+        "ns/pod/changed": "old",
+        "ns/pod/removed": "here",
+        "ns/pod/before": "before the savepoint",
+    }
+    assert store.values("pod", "ns") == ["before the savepoint", "old", "v1", "here"]
+    assert store.items_of_type("service") == []
+    assert store.items_of_type("podstatus") == []
+    assert len(store) == 4
+    assert store.seen("m-1") and store.seen("m-2") and not store.seen("m-3")
+    assert not store.device_seen("device/d/1")
+    assert store.outbox() == [(first, [["t", "first", None]])]
+    assert store.calls() == {"c-1": {"n": 1}}
+    assert store.revision == revision
+    assert store.changes_since_commit() == [("ns/pod/before", "pod", "before the savepoint")]
+
+    # What was before the savepoint is still the open transaction's.
+    store.rollback()
+    assert contents(store) == {
+        "ns/pod/kept": "v1",
+        "ns/pod/changed": "old",
+        "ns/pod/removed": "here",
+    }
+    assert not store.seen("m-2")
+    assert store.outbox() == []
+    assert store.calls() == {}
+
+
+def test_changes_after_a_rollback_to_a_savepoint_commit_cleanly(durable: Durable) -> None:
+    store = durable.open()
+    store.put("ns/pod/a", "pod", "a1")
+    point = store.savepoint()
+    store.put("ns/pod/a", "pod", "a2")
+    store.put("ns/pod/b", "pod", "b")
+    store.mark_seen(["m-dropped"])
+    store.rollback_to(point)
+    store.put("ns/pod/c", "pod", "c")
+    store.mark_seen(["m-kept"])
+    store.commit()
+    durable.crash(store)
+    again = durable.open()
+    assert contents(again) == {"ns/pod/a": "a1", "ns/pod/c": "c"}
+    assert again.seen("m-kept") and not again.seen("m-dropped")
+
+
+def test_nested_savepoints(store: MetaStore) -> None:
+    outer = store.savepoint()
+    store.put("ns/pod/a", "pod", "1")
+    inner = store.savepoint()
+    store.put("ns/pod/a", "pod", "2")
+    store.rollback_to(inner)
+    assert store.get("ns/pod/a") == "1"
+    store.rollback_to(outer)
+    assert store.get("ns/pod/a") is None
+    assert len(store) == 0
+
+
+# -- session state: device window, calls, revision, changes ---------------------------
+
+
+def test_device_window_is_its_own_and_bounded(make_store: StoreFactory) -> None:
+    store = make_store(dedup_window=3)
+    store.mark_seen(["m-1", "m-2", "m-3"])
+    store.mark_device_seen([f"device/d/{i}" for i in range(2500)])
+    assert all(store.seen(f"m-{i}") for i in (1, 2, 3)), "device readings evicted module ids"
+    assert not store.device_seen("device/d/0")
+    assert not store.device_seen("device/d/499")
+    assert store.device_seen("device/d/500")
+    assert store.device_seen("device/d/2499")
+    assert not store.seen("device/d/2499")
+
+
+def test_calls_keep_their_order_and_records(store: MetaStore) -> None:
+    assert store.calls() == {}
+    store.open_call("q-2", {"kind": "query", "deadline": 12.5, "request": {"a": [1]}})
+    store.open_call("q-1", {"kind": "volume"})
+    store.open_call("q-3", {"kind": "query"})
+    store.end_call("q-1")
+    store.end_call("never-opened")
+    calls = store.calls()
+    assert list(calls) == ["q-2", "q-3"]
+    assert calls["q-2"] == {"kind": "query", "deadline": 12.5, "request": {"a": [1]}}
+    calls["q-2"]["kind"] = "changed by the caller"
+    assert store.calls()["q-2"]["kind"] == "query"
+
+
+def test_revision_counts_committed_changes(store: MetaStore) -> None:
+    start = store.revision
+    store.put("ns/pod/a", "pod", "1")
+    store.put("ns/pod/a", "pod", "2")
+    store.delete("ns/pod/a")
+    store.delete("ns/pod/a")  # nothing to delete: no change
+    store.mark_seen(["m-1"])  # session only: no change of a document
+    assert store.revision == start + 3
+    store.commit()
+    store.put("ns/pod/b", "pod", "1")
+    store.rollback()
+    assert store.revision == start + 3
+
+
+def test_changes_since_commit_lists_the_last_value_of_each_key(store: MetaStore) -> None:
+    store.put("ns/pod/gone", "pod", "x")
+    store.commit()
+    assert store.changes_since_commit() == []
+    store.put("ns/pod/a", "pod", "1")
+    store.put("ns/svc/b", "service", "b")
+    store.put("ns/pod/a", "pod", "2")
+    store.delete("ns/pod/gone")
+    assert sorted(store.changes_since_commit()) == [
+        ("ns/pod/a", "pod", "2"),
+        ("ns/pod/gone", "pod", None),
+        ("ns/svc/b", "service", "b"),
+    ]
+    store.commit()
+    assert store.changes_since_commit() == []
+    store.put("ns/pod/c", "pod", "c")
+    store.rollback()
+    assert store.changes_since_commit() == []
+
+
+def test_outbox_bytes_follow_the_outbox(store: MetaStore) -> None:
+    assert store.outbox_bytes == 0
+    first = store.add_outbox([["t", "x" * 100, None], ["u", "y" * 20, "00"]])
+    second = store.add_outbox([["t", "z" * 5, None]])
+    assert store.outbox_bytes == 125
+    store.outbox_sent([first])
+    assert store.outbox_bytes == 5
+    store.commit()
+    store.outbox_sent([second])
+    store.rollback()
+    assert store.outbox_bytes == 5
+
+
+def test_session_state_survives_a_crash_and_a_compaction(durable: Durable) -> None:
+    store = durable.open(dedup_window=10)
+    store.put("ns/pod/a", "pod", "1")
+    store.put("ns/pod/b", "pod", "1")
+    store.delete("ns/pod/b")
+    store.mark_device_seen(["device/d/1"])
+    store.open_call("c-1", {"kind": "query", "n": 1})
+    store.open_call("c-2", {"kind": "volume"})
+    store.commit()
+    store.end_call("c-2")
+    store.commit()
+    revision = store.revision
+    assert revision == 3
+    durable.crash(store)
+
+    again = durable.open(dedup_window=10)
+    assert again.revision == revision
+    assert again.device_seen("device/d/1")
+    assert again.calls() == {"c-1": {"kind": "query", "n": 1}}
+    again.compact()
+    durable.crash(again)
+
+    third = durable.open(dedup_window=10)
+    assert third.revision == revision
+    assert third.device_seen("device/d/1")
+    assert third.calls() == {"c-1": {"kind": "query", "n": 1}}
+    third.put("ns/pod/a", "pod", "2")
+    third.commit()
+    durable.close(third)
+    assert durable.open(dedup_window=10).revision == revision + 1
+
+
+def test_has_pending_writes_and_abandon(durable: Durable) -> None:
+    store = durable.open()
+    store.put("ns/pod/a", "pod", "1")
+    store.commit()
+    assert not store.has_pending_writes
+    store.outbox_sent([1])
+    assert store.has_pending_writes
+    store.put("ns/pod/a", "pod", "uncommitted")
+    store.abandon()
+    again = durable.open()  # the lock and the journal were released, nothing written
+    assert again.get("ns/pod/a") == "1"
+
+
+# -- snapshot checksums ----------------------------------------------------------------
+
+
+def sums_of(durable: Durable) -> Path:
+    return durable.path.with_name(durable.path.name + ".sums")
+
+
+def test_a_changed_digit_in_the_snapshot_drops_that_document_and_says_so(
+    durable: Durable,
+) -> None:
+    store = durable.open()
+    for i in range(10):
+        store.put(f"ns/configmap/cm-{i}", "configmap", f'{{"n":{i}0}}')
+    durable.close(store)
+    raw = durable.path.read_bytes()
+    assert raw.count(b'\\"n\\":30}') == 1
+    durable.path.write_bytes(raw.replace(b'\\"n\\":30}', b'\\"n\\":31}'))
+
+    again = durable.open()
+    assert again.recovered_from_damage
+    assert again.get("ns/configmap/cm-3") is None
+    assert len(again) == 9
+    (line,) = again.damage()
+    assert "ns/configmap/cm-3" in line and "checksum" in line and "dropped" in line, line
+    assert len(durable.asides(durable.path.name)) == 1
+    durable.close(again)
+    clean = durable.open()
+    assert not clean.recovered_from_damage and clean.damage() == []
+    assert len(clean) == 9
+
+
+def test_snapshot_and_sums_of_two_generations_after_a_crash_between_renames(
+    durable: Durable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sums are replaced before the snapshot is renamed into place: a crash in
+    # between pairs the old snapshot with sums that still name it.
+    store = durable.open()
+    store.put("ns/pod/a", "pod", "old")
+    durable.close(store)
+    store = durable.open()
+    store.put("ns/pod/a", "pod", "new")
+    store.put("ns/pod/b", "pod", "b")
+    store.commit()
+    real_replace = os.replace
+
+    def crash_before_the_snapshot_rename(src: Any, dst: Any) -> None:
+        if str(dst) == str(durable.path):
+            raise OSError(errno.EIO, "crash")
+        real_replace(src, dst)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", crash_before_the_snapshot_rename)
+        store.compact()  # logged, the journal kept
+    durable.crash(store)
+    again = durable.open()
+    assert not again.recovered_from_damage, again.damage()
+    assert contents(again) == {"ns/pod/a": "new", "ns/pod/b": "b"}
+
+
+def test_a_snapshot_without_sums_is_read_as_it_is(durable: Durable) -> None:
+    store = durable.open()
+    store.put("ns/pod/a", "pod", "1")
+    durable.close(store)
+    sums_of(durable).unlink()
+    again = durable.open()
+    assert not again.recovered_from_damage
+    assert again.get("ns/pod/a") == "1"
+
+
+# -- compaction by size and on a full disk ------------------------------------------------
+
+
+def test_the_journal_is_compacted_by_size(durable: Durable) -> None:
+    storage = DurableStorage(durable.path, sync=False, compact_bytes=50_000)
+    store = MetaStore(storage)
+    value = "x" * 10_000
+    for i in range(30):
+        store.put("ns/configmap/big", "configmap", f"{i} {value}")
+        store.commit()
+        store.wait_compaction()
+        assert durable.journal.stat().st_size < 50_000 + 11_000
+    store.close()
+    assert MetaStore(DurableStorage(durable.path)).get("ns/configmap/big") == f"29 {value}"
+
+
+def test_a_commit_that_finds_the_disk_full_compacts_and_is_retried(
+    durable: Durable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = durable.open()
+    for i in range(20):
+        store.put("ns/configmap/a", "configmap", f"v{i}")
+        store.mark_seen([f"m-{i}"])
+        store.commit()
+    superseded = durable.journal.read_bytes().count(b'["p",')
+    assert superseded == 20
+    store.put("ns/configmap/a", "configmap", "last")
+    store.put("ns/configmap/b", "configmap", "b")
+    store.mark_seen(["m-last"])
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "write", enospc_writing(durable.journal, 1))
+        store.commit()  # no StoreError: compacted, then written
+    assert durable.journal.read_bytes().count(b'["p",') == 2
+    durable.crash(store)
+    again = durable.open()
+    assert contents(again, "configmap") == {"ns/configmap/a": "last", "ns/configmap/b": "b"}
+    assert again.seen("m-0") and again.seen("m-last")
+
+
+def test_a_disk_that_stays_full_fails_the_commit_once_retried(
+    durable: Durable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = durable.open()
+    store.put("ns/configmap/a", "configmap", "v1")
+    store.commit()
+    store.put("ns/configmap/a", "configmap", "v2")
+    store.mark_seen(["m-2"])
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "write", enospc_writing(durable.journal, 2))
+        with pytest.raises(StoreError, match="No space left"):
+            store.commit()
+    store.rollback()
+    assert store.get("ns/configmap/a") == "v1"
+    durable.crash(store)
+    again = durable.open()
+    assert again.get("ns/configmap/a") == "v1"
+    assert not again.seen("m-2")
+
+
+def test_a_snapshot_rewritten_by_plain_tinydb_is_read_as_it_is(durable: Durable) -> None:
+    store = durable.open()
+    store.put("ns/pod/a", "pod", "1")
+    durable.close(store)
+    with TinyDB(durable.path) as db:
+        db.table("meta").insert({"key": "ns/pod/b", "type": "pod", "value": "2"})
+    again = durable.open()
+    assert not again.recovered_from_damage
+    assert contents(again) == {"ns/pod/a": "1", "ns/pod/b": "2"}
+
+
+class _Statvfs:
+    def __init__(self, free: int) -> None:
+        self.f_bavail = free
+        self.f_frsize = 1
+
+
+def test_the_journal_is_compacted_when_the_disk_runs_low(
+    durable: Durable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = durable.open()
+    value = "x" * 10_000
+    free = [10**12]
+    monkeypatch.setattr(os, "statvfs", lambda path: _Statvfs(free[0]))
+    for i in range(20):
+        store.put("ns/configmap/big", "configmap", f"{i} {value}")
+        store.commit()
+    store.wait_compaction()
+    grown = durable.journal.stat().st_size
+    assert grown > 200_000, "compacted while the disk had room"
+    free[0] = 50_000  # less than two snapshots and the margin
+    store.put("ns/configmap/big", "configmap", f"last {value}")
+    store.commit()
+    store.wait_compaction()
+    assert durable.journal.stat().st_size < 20_000
+    durable.crash(store)
+    assert durable.open().get("ns/configmap/big") == f"last {value}"
