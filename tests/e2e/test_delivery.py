@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from tests.support.broker import Broker
 from tests.support.burst import BurstPublisher
-from tests.support.delivery import PacedPublisher, Recorder
+from tests.support.delivery import Ledger, PacedPublisher, Recorder
 from tests.support.helpers import read_db
 from tests.support.mqtt import MqttProbe, envelope
 
@@ -186,3 +187,55 @@ def test_a_retained_insert_from_before_edgemeta_subscribed_is_never_applied(
     answered = ledger.answer_ids()
     assert retained["header"]["msg_id"] not in answered, "the retained insert was answered"
     assert key not in read_db(service.db_path), "the retained insert was applied"
+
+
+def forwarded_readings(ledger: Ledger, hub: str) -> dict[int, set[str]]:
+    """Reading number -> msg_ids of its forwards to the cloud."""
+    forwarded: dict[int, set[str]] = {}
+    for seen in ledger.seen:
+        content = seen.data.get("content")
+        if seen.topic == hub and isinstance(content, dict) and "reading" in content:
+            forwarded.setdefault(content["reading"], set()).add(seen.msg_id)
+    return forwarded
+
+
+def test_a_redelivered_device_reading_is_forwarded_once(
+    private_broker: Broker, prefix: str, make_service: Any
+) -> None:
+    broker = private_broker
+    # The default duplicate window: a module's redelivered message is dropped by it.
+    make_service(broker=broker, database={"fsync": False}, devices={"enable": True})
+    per_round, rounds = 50, 3
+    hub = f"{prefix}/hub"
+    with Recorder(broker.host, broker.port, [hub]) as rec:
+        # Each round queues readings in edgemeta's session while it is
+        # disconnected, as in the test above (sent right after the CONNACK of
+        # the resumed session), then restarts the broker. Whether a reading
+        # lands before the SUBACK is a race: three rounds make it near certain.
+        for n in range(rounds):
+            readings = [{"reading": n * per_round + i} for i in range(per_round)]
+            broker.stop()
+            threading.Event().wait(2.5)
+            broker.start()
+            with BurstPublisher(broker.host, broker.port) as burst:
+                device_topic = f"{prefix}/meta/device/sensor-1"
+                payloads = [json.dumps(r).encode() for r in readings]
+                assert burst.publish_all(device_topic, payloads) == per_round
+            deadline = time.monotonic() + 30
+            while len(forwarded_readings(rec.take(), hub)) < (n + 1) * per_round:
+                assert time.monotonic() < deadline, "the readings were not forwarded"
+                time.sleep(0.05)
+            broker.restart()
+            marker = envelope("insert", "default/configmap/marker", "edgecontroller", {"n": n})
+            with BurstPublisher(broker.host, broker.port) as burst:
+                burst.publish_all(f"{prefix}/meta", encode([marker]))
+            ledger = rec.wait_ok(ids_of([marker]), timeout=30)
+
+    forwarded = forwarded_readings(ledger, hub)
+    total = rounds * per_round
+    assert set(forwarded) == set(range(total)), sorted(forwarded)
+    twice = {n: ids for n, ids in forwarded.items() if len(ids) > 1}
+    assert not twice, (
+        f"{len(twice)} of {total} device readings were forwarded to the cloud again "
+        "under a new msg_id after a redelivery"
+    )
