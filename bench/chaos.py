@@ -139,6 +139,7 @@ def run(seconds: float, rate: float, keys: int, seed: int, every: tuple[float, f
     kills = restarts = 0
     with tempfile.TemporaryDirectory(prefix="edgemeta-chaos-") as tmp:
         root = Path(tmp)
+        log_tail: list[str] = []
         broker = Broker(tmp_dir=root / "broker")
         service = EdgemetaProcess(broker.host, broker.port, root / "edgemeta", prefix=PREFIX)
         observer: SessionObserver | None = None
@@ -163,7 +164,7 @@ def run(seconds: float, rate: float, keys: int, seed: int, every: tuple[float, f
                 drain(observer, tally)
                 if time.monotonic() < next_event or not stream.is_alive():
                     continue
-                if rng.random() < 0.6:
+                if rng.random() < 0.5:
                     service.kill()
                     kills += 1
                     print(f"  {time.strftime('%H:%M:%S')} kill -9 edgemeta", flush=True)
@@ -187,6 +188,7 @@ def run(seconds: float, rate: float, keys: int, seed: int, every: tuple[float, f
             status = service.stop(timeout=15)
             drain(observer, tally)
             store = read_db(service.db_path)
+            log_tail = service.log_text().splitlines()[-20:]
         finally:
             if observer is not None:
                 observer.close()
@@ -199,11 +201,17 @@ def run(seconds: float, rate: float, keys: int, seed: int, every: tuple[float, f
             broker.stop()
             if stream is not None and stream.is_alive():
                 stream.join(timeout=5)
-        return report(stream, tally, store, kills, restarts, status)
+        return report(stream, tally, store, kills, restarts, status, log_tail)
 
 
 def report(
-    stream: Stream, tally: Tally, store: dict[str, Any], kills: int, restarts: int, status: int
+    stream: Stream,
+    tally: Tally,
+    store: dict[str, Any],
+    kills: int,
+    restarts: int,
+    status: int,
+    log_tail: list[str],
 ) -> int:
     sent = stream.sent.by_id
     last_ok: dict[str, int] = {}
@@ -235,6 +243,11 @@ def report(
     print()
     for name, value in rows:
         print(f"  {name:<{width}}  {value:>9}")
+    unanswered = len(sent) - len(set(sent) & set(tally.answers))
+    if unanswered:
+        print("\nchaos: requests left unanswered; the end of edgemeta's log:")
+        for line in log_tail:
+            print(f"  | {line[:200]}")
     bad = lost or twice or stale
     print(f"\nchaos: {'FAIL' if bad else 'OK'} (lost {lost}, applied twice {twice}, stale {stale})")
     return 1 if bad else 0
