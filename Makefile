@@ -81,6 +81,12 @@ $(BENCH_STAMP): pyproject.toml | $(VENV_STAMP)
 bench: deps-system venv $(BENCH_STAMP) ## edgemeta vs a bare forwarder, store costs; bench/results/ (BENCH_ARGS=--quick|--runs N)
 	$(VENV_PY) -m bench.run $(BENCH_ARGS)
 
+CHAOS_ARGS ?=
+
+.PHONY: chaos
+chaos: deps-system venv ## kill -9 and broker restarts during 1,000 msgs/s for ~3 min; fails on lost/applied twice/stale (CHAOS_ARGS=--seconds N --rate R)
+	$(VENV_PY) -m bench.chaos $(CHAOS_ARGS)
+
 # As root, the broker's files go to the `mosquitto` user, which Mosquitto
 # switches to before it reads them.
 MOSQUITTO_OWNER = $(if $(filter 0,$(shell id -u)),--owner mosquitto)
