@@ -54,10 +54,17 @@ def reply_topic(config: MqttConfig, topics: Topics) -> str:
 class BrokerClient:
     """Connect on construction, then subscribe / publish / receive with deadlines."""
 
-    def __init__(self, config: MqttConfig, *, name: str = "cli", timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        config: MqttConfig,
+        *,
+        name: str = "cli",
+        timeout: float = 5.0,
+        client_id: str | None = None,
+    ) -> None:
         self.config = config
         self.timeout = timeout
-        self.client_id = f"edgemeta-{name}-{uuid.uuid4().hex[:8]}"
+        self.client_id = client_id or f"edgemeta-{name}-{uuid.uuid4().hex[:8]}"
         self._messages: queue.SimpleQueue[Received] = queue.SimpleQueue()
         self._cond = threading.Condition()
         self._connack: Any = None

@@ -12,11 +12,12 @@ from .client import BrokerClient, reply_topic
 from .common import (
     EXIT_FAIL,
     EXIT_OK,
+    add_client_options,
     add_command,
-    add_config_option,
     guarded,
     note,
     say,
+    tool_client_id,
     tool_config,
     tool_topics,
 )
@@ -42,16 +43,18 @@ def register(commands: Any) -> None:
         "--timeout", type=float, default=5.0, metavar="SECONDS", help="broker wait (default 5)"
     )
     parser.add_argument("--stats", action="store_true", help="also print the latest stats")
-    add_config_option(parser)
+    add_client_options(parser)
     parser.set_defaults(handler=run)
 
 
 @guarded("health")
 def run(args: argparse.Namespace) -> int:
-    config = tool_config(args.config)
+    config = tool_config(args)
     topics = tool_topics(config)
     try:
-        with BrokerClient(config.mqtt, name="health", timeout=args.timeout) as client:
+        with BrokerClient(
+            config.mqtt, name="health", client_id=tool_client_id(args), timeout=args.timeout
+        ) as client:
             got = client.retained(topics.status, reply_topic(config.mqtt, topics), args.timeout)
             stats = None
             if args.stats:

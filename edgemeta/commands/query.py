@@ -19,12 +19,13 @@ from .common import (
     EXIT_OK,
     EXIT_USAGE,
     CommandError,
+    add_client_options,
     add_command,
-    add_config_option,
     guarded,
     note,
     pretty_json,
     say,
+    tool_client_id,
     tool_config,
     tool_topics,
 )
@@ -53,7 +54,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, default=10.0, metavar="SECONDS", help="answer wait (default 10)"
     )
-    add_config_option(parser)
+    add_client_options(parser)
 
 
 def register(commands: Any) -> None:
@@ -90,10 +91,10 @@ def full_resource(resource: str, namespace: str) -> str:
 
 
 def _query(args: argparse.Namespace, resource: str) -> Any:
-    config = tool_config(args.config)
+    config = tool_config(args)
     topics = tool_topics(config)
     message = new_message(OP_QUERY, resource, None, source="edged", group=META_GROUP)
-    with BrokerClient(config.mqtt, name="query") as client:
+    with BrokerClient(config.mqtt, name="query", client_id=tool_client_id(args)) as client:
         answer = ask(client, topics, message, reply_topic(config.mqtt, topics), args.timeout)
     if answer.operation == OP_ERROR:
         raise CommandError(f"error: {answer.content}")

@@ -18,12 +18,13 @@ from .common import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     CommandError,
+    add_client_options,
     add_command,
-    add_config_option,
     guarded,
     note,
     pretty_json,
     say,
+    tool_client_id,
     tool_config,
     tool_topics,
 )
@@ -80,7 +81,7 @@ def register(commands: Any) -> None:
         default="content",
         help="with --wait: print the answer's content (default) or the whole answer as JSON",
     )
-    add_config_option(parser)
+    add_client_options(parser)
     parser.set_defaults(handler=run)
 
 
@@ -133,7 +134,7 @@ def show_content(content: Any) -> None:
 
 @guarded("send")
 def run(args: argparse.Namespace) -> int:
-    config = tool_config(args.config)
+    config = tool_config(args)
     topics = tool_topics(config)
     content = read_content(args.content)
     message = new_message(
@@ -144,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         group=args.group,
         sync=args.sync,
     )
-    with BrokerClient(config.mqtt, name="send") as client:
+    with BrokerClient(config.mqtt, name="send", client_id=tool_client_id(args)) as client:
         if not args.wait:
             client.publish(topics.meta, message.encode())
             say(message.msg_id)

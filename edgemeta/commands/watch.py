@@ -12,12 +12,13 @@ from .common import (
     EXIT_OK,
     EXIT_USAGE,
     CommandError,
+    add_client_options,
     add_command,
-    add_config_option,
     guarded,
     note,
     say,
     stop_on_signals,
+    tool_client_id,
     tool_config,
     tool_topics,
 )
@@ -70,7 +71,7 @@ def register(commands: Any) -> None:
         default="auto",
         help="colour the operation (default: auto = when stdout is a terminal)",
     )
-    add_config_option(parser)
+    add_client_options(parser)
     parser.set_defaults(handler=run)
 
 
@@ -104,12 +105,12 @@ def format_line(got: Received, colour: bool) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.count < 0:
         raise CommandError("--count must be >= 0", EXIT_USAGE)
-    config = tool_config(args.config)
+    config = tool_config(args)
     topics = tool_topics(config)
     topic_filter = args.filter or f"{topics.prefix}/#"
     colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
     stop = stop_on_signals()
-    with BrokerClient(config.mqtt, name="watch") as client:
+    with BrokerClient(config.mqtt, name="watch", client_id=tool_client_id(args)) as client:
         client.subscribe(topic_filter, retained=not args.no_retained)
         note(
             f"edgemeta watch: watching {topic_filter} on {config.mqtt.host}:{config.mqtt.port}"
