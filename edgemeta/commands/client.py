@@ -9,6 +9,7 @@ queues, inside try/except, and paho's codes become BusError here.
 from __future__ import annotations
 
 import contextlib
+import json
 import queue
 import ssl
 import threading
@@ -25,7 +26,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ..config import MqttConfig
 from ..errors import BusError
-from ..message import Message, decode
+from ..message import Message
 from ..topics import Topics
 
 
@@ -40,15 +41,64 @@ class Received:
 
     def message(self) -> Message | None:
         """The beehive message in the payload, or None when it is none."""
-        try:
-            return decode(self.payload)
-        except Exception:
-            return None
+        return read_message(self.payload)
+
+
+def read_message(payload: bytes) -> Message | None:
+    """A message to show, read leniently; None when the payload is no beehive message.
+
+    Not ``message.decode``: that one guards edgemeta's input, and refuses, say,
+    the resource an error answer echoes back ("a//b"), or a big list answer.
+    A tool only shows what it got.
+    """
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    header = data.get("header")
+    route = data.get("route")
+    hdr = header if isinstance(header, dict) else {}
+    if not isinstance(route, dict):
+        return None
+    operation, source = route.get("operation"), route.get("source")
+    if not isinstance(operation, str) or not isinstance(source, str):
+        return None
+
+    def text(value: Any) -> str:
+        return value if isinstance(value, str) else ""
+
+    stamp = hdr.get("timestamp")
+    return Message(
+        msg_id=text(hdr.get("msg_id")),
+        operation=operation,
+        resource=text(route.get("resource")),
+        source=source,
+        group=text(route.get("group")),
+        parent_msg_id=text(hdr.get("parent_msg_id")),
+        timestamp=stamp if isinstance(stamp, int) and not isinstance(stamp, bool) else 0,
+        sync=hdr.get("sync") is True,
+        content=data.get("content"),
+    )
 
 
 def reply_topic(config: MqttConfig, topics: Topics) -> str:
     """A fresh Response Topic: ``<prefix>/reply/<username or cli>/<uuid>`` (see mosquitto/acl)."""
     return f"{topics.prefix}/reply/{config.username or 'cli'}/{uuid.uuid4().hex}"
+
+
+def _reports(report: bytes, sent: bytes, msg_id: str) -> bool:
+    """Whether a ``meta/error`` report is about the payload ``sent``."""
+    try:
+        data = json.loads(report)
+    except ValueError:
+        return False
+    if not isinstance(data, dict) or not isinstance(data.get("payload"), str):
+        return False
+    shown: str = data["payload"]
+    head = sent[:1024].decode("utf-8", "replace")
+    return bool(shown) and (msg_id in shown or head.startswith(shown[:1000]))
 
 
 class BrokerClient:
@@ -236,17 +286,32 @@ class BrokerClient:
         return None if got is None else got.message()
 
     def request(
-        self, topic: str, message: Message, reply_to: str, timeout: float
+        self,
+        topic: str,
+        message: Message,
+        reply_to: str,
+        timeout: float,
+        reports: str | None = None,
     ) -> Received | None:
-        """Publish ``message`` with a Response Topic and wait for its answer there."""
+        """Publish ``message`` with a Response Topic and wait for its answer there.
+
+        With ``reports`` (``<prefix>/meta/error``), a report of this very message
+        (edgemeta could not answer it: too big, not JSON ...) is returned too.
+        """
         self.subscribe(reply_to)
+        if reports is not None:
+            with contextlib.suppress(BusError):  # an ACL may hide the reports
+                self.subscribe(reports, retained=False)
         correlation = uuid.uuid4().bytes
-        self.publish(topic, message.encode(), response_topic=reply_to, correlation=correlation)
+        payload = message.encode()
+        self.publish(topic, payload, response_topic=reply_to, correlation=correlation)
         deadline = time.monotonic() + timeout
         while (remaining := deadline - time.monotonic()) > 0:
             got = self.receive(remaining)
             if got is None:
                 break
+            if got.topic == reports and _reports(got.payload, payload, message.msg_id):
+                return got
             if got.topic != reply_to:
                 continue
             if got.correlation == correlation:
