@@ -88,6 +88,14 @@ def reply_topic(config: MqttConfig, topics: Topics) -> str:
     return f"{topics.prefix}/reply/{config.username or 'cli'}/{uuid.uuid4().hex}"
 
 
+def disconnect_reason(flags: Any, rc: Any) -> str:
+    """Why a connection ended, in words: paho says "Unspecified error" for a closed socket."""
+    from_server = bool(getattr(flags, "is_disconnect_packet_from_server", False))
+    if not from_server:
+        return "the connection to the broker was closed (broker stopped or network down)"
+    return f"the broker disconnected this client: {rc}"
+
+
 def _reports(report: bytes, sent: bytes, msg_id: str) -> bool:
     """Whether a ``meta/error`` report is about the payload ``sent``."""
     try:
@@ -121,6 +129,9 @@ class BrokerClient:
         self._acks: dict[tuple[str, int], Any] = {}
         self._subscriptions: dict[str, SubscribeOptions] = {}
         self._disconnected = threading.Event()
+        self._closing = False
+        #: Link changes for long-running tools: "lost: <why>" and "back".
+        self.link_events: queue.SimpleQueue[str] = queue.SimpleQueue()
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5
         )
@@ -163,6 +174,7 @@ class BrokerClient:
                 # A clean start after a lost connection: subscribe again.
                 for topic, options in list(self._subscriptions.items()):
                     client.subscribe(topic, options=options)
+                self.link_events.put("back")
             with self._cond:
                 self._connack = rc
                 self._cond.notify_all()
@@ -172,7 +184,12 @@ class BrokerClient:
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any
     ) -> None:
-        self._disconnected.set()
+        try:
+            self._disconnected.set()
+            if not self._closing and self._connack is not None:
+                self.link_events.put(f"lost: {disconnect_reason(flags, rc)}")
+        except Exception:  # pragma: no cover - must not kill paho's thread
+            pass
 
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, codes: Any, props: Any
@@ -346,6 +363,7 @@ class BrokerClient:
         return None
 
     def close(self) -> None:
+        self._closing = True
         self._client.disconnect()
         self._client.loop_stop()
 

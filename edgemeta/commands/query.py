@@ -28,6 +28,7 @@ from .common import (
     add_command,
     guarded,
     note,
+    positive_seconds,
     pretty_json,
     say,
     tool_client_id,
@@ -58,7 +59,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="table (default), json or yaml",
     )
     parser.add_argument(
-        "--timeout", type=float, default=10.0, metavar="SECONDS", help="answer wait (default 10)"
+        "--timeout",
+        type=positive_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="answer wait (default 10)",
     )
     add_client_options(parser)
 

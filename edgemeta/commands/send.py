@@ -23,6 +23,7 @@ from .common import (
     add_command,
     guarded,
     note,
+    positive_seconds,
     pretty_json,
     say,
     tool_client_id,
@@ -70,7 +71,7 @@ def register(commands: Any) -> None:
     parser.add_argument("--wait", action="store_true", help="wait for edgemeta's answer")
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=positive_seconds,
         default=10.0,
         metavar="SECONDS",
         help="how long --wait waits (default: 10)",

@@ -22,6 +22,7 @@ from .common import (
     add_duration_option,
     guarded,
     note,
+    positive_seconds,
     say,
     tool_client_id,
     tool_config,
@@ -71,7 +72,7 @@ def register(sims: Any) -> None:
     add_duration_option(parser)
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=positive_seconds,
         default=5.0,
         metavar="SECONDS",
         help="wait for the last answers at the end (default 5)",
