@@ -372,3 +372,54 @@ class BrokerClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def broker_keeps_sessions(config: MqttConfig, timeout: float = 5.0) -> bool | None:
+    """Whether the broker keeps a persistent session across a reconnect (None: no answer).
+
+    Uses a throwaway client id of its own, never the service's (connecting
+    with that one would take the service's session over), and clears the
+    session it made.
+    """
+    client_id = f"edgemeta-doctor-{uuid.uuid4().hex[:8]}"
+    answers: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def on_connect(client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        with contextlib.suppress(Exception):
+            answers.put(bool(getattr(flags, "session_present", False)))
+
+    def connect_once(clean: bool, expiry: int) -> bool | None:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        if config.username:
+            client.username_pw_set(config.username, config.password or None)
+        if config.tls.enable:
+            client.tls_set(
+                ca_certs=config.tls.caFile or None,
+                certfile=config.tls.certFile or None,
+                keyfile=config.tls.keyFile or None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        client.on_connect = on_connect
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = expiry
+        try:
+            client.connect(
+                config.host, config.port, keepalive=30, clean_start=clean, properties=props
+            )
+        except (OSError, ssl.SSLError):
+            return None
+        client.loop_start()
+        try:
+            return answers.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        finally:
+            client.disconnect()
+            client.loop_stop()
+
+    try:
+        if connect_once(True, 300) is None:
+            return None
+        return connect_once(False, 300)
+    finally:
+        connect_once(True, 0)
