@@ -53,7 +53,7 @@ def test_sim_cloud_pushes_answers_remote_queries_and_logs_pod_statuses(
         assert "not found" in missing.stderr
 
         pods = run_cli("list", "pod", "-o", "json", "-c", config)
-        assert json.loads(pods.stdout) == [OBJECTS[0]]
+        assert [r["value"] for r in json.loads(pods.stdout)] == [OBJECTS[0]]
 
         status = run_cli(
             "send", "update", "default/podstatus/web", "--content",
