@@ -305,8 +305,9 @@ def test_watch_columns_line_up(service: EdgemetaProcess) -> None:
 
 
 def test_watch_says_when_the_broker_is_lost(private_broker: Broker, tmp_path: Path) -> None:
-    args = ("watch", "-p", str(private_broker.port), "--prefix", "beehive/lost")
-    with CliProcess(*args, cwd=tmp_path) as watch:
+    config = tmp_path / "edge.yaml"
+    config.write_text(f"mqtt:\n  port: {private_broker.port}\n  topicPrefix: beehive/lost\n")
+    with CliProcess("watch", "--config", config, cwd=tmp_path) as watch:
         watch.expect_stderr("watching")
         private_broker.stop()
         line = watch.expect_stderr("reconnecting", timeout=15)
@@ -404,8 +405,14 @@ def test_completion_scripts(shell: str) -> None:
     for word in ("doctor", "export", "--namespace"):
         assert word in done.stdout
     if shell == "bash":
-        checked = subprocess.run(["bash", "-n"], input=done.stdout, text=True, check=False)
-        assert checked.returncode == 0
+        # As docs/toolbox.md says: source <(edgemeta completion bash)
+        env = cli_env({"PATH": f"{REPO_ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}"})
+        loaded = subprocess.run(
+            ["bash", "-c", "source <(edgemeta completion bash) && complete -p edgemeta"],
+            capture_output=True, text=True, env=env, check=False,
+        )  # fmt: skip
+        assert loaded.returncode == 0, loaded.stderr
+        assert "edgemeta" in loaded.stdout
 
 
 def test_print_config_minimal_is_short_and_means_the_defaults(tmp_path: Path) -> None:
