@@ -331,6 +331,9 @@ def test_the_config_is_found_without_c(service: EdgemetaProcess, tmp_path: Path)
     for done in (from_env, from_cwd):
         assert done.returncode == 0, done.stderr
         assert [r["key"] for r in json.loads(done.stdout)] == ["default/configmap/found"]
+    checked = run_cli("check-config", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.strip() == "OK"
 
 
 def test_mosquitto_style_connection_flags_override_the_config(
@@ -345,18 +348,21 @@ def test_mosquitto_style_connection_flags_override_the_config(
     assert [r["value"] for r in json.loads(done.stdout)] == [json.loads(CM)]
 
 
-def test_db_export_and_stats_work_against_a_running_node(service: EdgemetaProcess) -> None:
+def test_db_export_and_stats_work_against_a_running_node(
+    service: EdgemetaProcess, tmp_path: Path
+) -> None:
     config = service.config_path
     _insert(config, "default/configmap/online", CM)
 
-    exported = run_cli("db", "export", "--config", config)
+    backup = tmp_path / "backup.jsonl"
+    exported = run_cli("db", "export", "-o", backup, "--config", config)
     stats = run_cli("db", "stats", "-o", "json", "--config", config)
     compact = run_cli("db", "compact", "--config", config)
 
     assert exported.returncode == 0, exported.stderr
     assert "reading a consistent copy" in exported.stderr
     assert {"key": "default/configmap/online", "type": "configmap", "value": CM} in [
-        json.loads(line) for line in exported.stdout.splitlines()
+        json.loads(line) for line in backup.read_text().splitlines()
     ]
     assert stats.returncode == 0, stats.stderr
     assert json.loads(stats.stdout)["types"] == {"configmap": 1}
