@@ -113,7 +113,7 @@ def format_line(got: Received, colour: bool, columns: Columns | None = None) -> 
     retained = " (retained)" if got.retain else ""
     topic = columns.pad("topic", got.topic)
     if colour:
-        topic = f"{_DIM}{topic}{_RESET}"
+        topic = f"{_DIM}{got.topic}{_RESET}{topic[len(got.topic) :]}"
     if message is None:
         text = got.payload[:_PREVIEW].decode("utf-8", "replace").replace("\n", " ")
         if len(got.payload) > _PREVIEW:
@@ -122,7 +122,9 @@ def format_line(got: Received, colour: bool, columns: Columns | None = None) -> 
         return f"{stamp}  {topic}  {dash}  {text or '(empty)'}  {size}{retained}"
     operation = columns.pad("operation", message.operation)
     if colour and message.operation in _COLOURS:
-        operation = f"{_COLOURS[message.operation]}{operation}{_RESET}"
+        # Only the word is coloured: the padding stays outside the escape codes.
+        word = message.operation
+        operation = f"{_COLOURS[word]}{word}{_RESET}{operation[len(word) :]}"
     parent = message.parent_msg_id[:8] or "-"
     return (
         f"{stamp}  {topic}  {operation}  {columns.pad('resource', message.resource or '-')}  "
