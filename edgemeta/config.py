@@ -283,13 +283,16 @@ def find_config(
 
 def parse_config(text: str, environ: dict[str, str] | None = None, source: str = "") -> Config:
     """Validate YAML text into a Config; environment overrides applied on top."""
+    loader = _UniqueKeyLoader(text)  # a SafeLoader: data only
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
+        raw = loader.get_single_data()
     except ConfigError as exc:
         raise ConfigError(f"{source or 'config'}: {exc}") from None
     except yaml.YAMLError as exc:
         # Not str(exc): PyYAML quotes the offending line, which may hold a password.
         raise ConfigError(f"{source or 'config'}: invalid YAML: {_yaml_problem(exc)}") from None
+    finally:
+        loader.dispose()
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
