@@ -331,8 +331,15 @@ class MqttBus:
                     f"each node its own mqtt.clientId or mqtt.topicPrefix)"
                 )
                 return
-            reason = _reason_text(rc)
-            log.warning("disconnected from the broker: %s", reason)
+            if getattr(flags, "is_disconnect_packet_from_server", False):
+                reason = f"the broker disconnected edgemeta: {_reason_text(rc)}"
+            else:
+                reason = "the connection to the broker was closed (broker stopped or network down)"
+            log.log(
+                logging.WARNING if self._persistent else logging.DEBUG,
+                "disconnected from the broker: %s",
+                reason,
+            )
             self._events(Disconnected(self._session, reason))
         except Exception:
             log.exception("on_disconnect failed")

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from . import __version__
-from .config import DEFAULT_CONFIG_PATH, load_config
+from .config import CONFIG_ENV, CONFIG_SEARCH, find_config, load_config
 from .errors import BusError, ConfigError, StoreError
 
 EXIT_USAGE = 2
@@ -21,6 +21,19 @@ edgemeta keeps an edge node's pods, configmaps, secrets, services, endpoints
 and pod statuses in a local store and routes every change between the cloud
 (hub), edged, edgemesh and edge functions over MQTT topics <prefix>/<group>.
 Watch its traffic with:  edgemeta watch   (the toolbox: edgemeta COMMAND --help)
+"""
+
+EPILOG = f"""\
+Configuration: -c FILE (before or after the command), else ${CONFIG_ENV}, else
+the first of {", ".join(CONFIG_SEARCH)} that exists.
+
+Exit status, the same for every command:
+  0    success
+  1    failure: an error answer, not found, not online, a doctor check
+       failed, the database in use (run: the broker refused edgemeta)
+  2    bad arguments or configuration (run: also an unusable database)
+  3    the MQTT broker is unreachable, or no answer in time
+  130  interrupted (Ctrl-C)
 """
 
 RUN_EPILOG = """\
@@ -34,12 +47,19 @@ Exit status: 0 after a clean stop, 1 when the broker refuses edgemeta,
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Imported here: ``run`` catches SIGTERM before the toolbox's imports are read.
+    from .commands import completion, keygen
+    from .commands import register as register_commands
+    from .commands.common import CONFIG_HELP
+
     parser = argparse.ArgumentParser(
         prog="edgemeta",
         description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"edgemeta {__version__}")
+    parser.add_argument("-V", "--version", action="version", version=f"edgemeta {__version__}")
+    parser.add_argument("-c", "--config", default=None, metavar="FILE", help=CONFIG_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = commands.add_parser(
         "run",
@@ -48,13 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument(
-        "--config",
-        "-c",
-        default=DEFAULT_CONFIG_PATH,
-        metavar="FILE",
-        help=f"YAML configuration (default: {DEFAULT_CONFIG_PATH})",
-    )
+    run.add_argument("--config", "-c", default=argparse.SUPPRESS, metavar="FILE", help=CONFIG_HELP)
     run.add_argument(
         "--log-level",
         default="INFO",
@@ -67,12 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["human", "json"],
         help="log lines for people (default) or JSON lines for a log collector",
     )
-    # Imported here: ``run`` catches SIGTERM before the toolbox's imports are read.
-    from .commands import keygen
-    from .commands import register as register_commands
-
     register_commands(commands)
     keygen.register(commands)
+    completion.register(commands, parser)
     return parser
 
 
@@ -102,7 +113,13 @@ def _run(args: argparse.Namespace, signals: StopSignals) -> int:
 
     configure_logging(args.log_level, args.log_format)
     try:
-        config = load_config(args.config)
+        path = find_config(args.config)
+        if path is None:
+            raise ConfigError(
+                f"no configuration file: give -c FILE or ${CONFIG_ENV}, or create one of "
+                + ", ".join(CONFIG_SEARCH)
+            )
+        config = load_config(path)
     except ConfigError as exc:
         print(f"edgemeta: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -14,6 +14,9 @@ import yaml
 from .errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "conf/edge.yaml"
+#: Where a command looks for its config when none is named, in this order.
+CONFIG_ENV = "EDGEMETA_CONFIG"
+CONFIG_SEARCH = (DEFAULT_CONFIG_PATH, "/etc/edgemeta/edge.yaml")
 
 
 @dataclass(frozen=True)
@@ -248,13 +251,50 @@ def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
         sect[key] = value
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping key given twice (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                mark = key_node.start_mark
+                raise ConfigError(
+                    f"duplicate key {key!r} (line {mark.line + 1}, column {mark.column + 1})"
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def find_config(
+    explicit: str | Path | None = None, environ: dict[str, str] | None = None
+) -> Path | None:
+    """The config file to use: ``explicit``, else $EDGEMETA_CONFIG, else the first of
+    CONFIG_SEARCH that exists; None when there is none (the caller decides)."""
+    if explicit:
+        return Path(explicit)
+    env = (dict(os.environ) if environ is None else environ).get(CONFIG_ENV, "")
+    if env:
+        return Path(env)
+    for candidate in CONFIG_SEARCH:
+        if Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
 def parse_config(text: str, environ: dict[str, str] | None = None, source: str = "") -> Config:
     """Validate YAML text into a Config; environment overrides applied on top."""
+    loader = _UniqueKeyLoader(text)  # a SafeLoader: data only
     try:
-        raw = yaml.safe_load(text)
+        raw = loader.get_single_data()
+    except ConfigError as exc:
+        raise ConfigError(f"{source or 'config'}: {exc}") from None
     except yaml.YAMLError as exc:
         # Not str(exc): PyYAML quotes the offending line, which may hold a password.
         raise ConfigError(f"{source or 'config'}: invalid YAML: {_yaml_problem(exc)}") from None
+    finally:
+        loader.dispose()
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Run edgemeta for development:
 #   scripts/run-dev.sh [CONFIG]        (default conf/edge.yaml; `make run` calls this)
-# If nothing listens at the configured broker address and that address is the
-# one mosquitto/mosquitto.conf listens on, start that broker in the background
-# (from the repository root, data in data/mosquitto/) and stop it when
-# edgemeta exits.
+# If nothing listens at the configured broker address and that address is on
+# this machine (127.*, localhost), start a broker from mosquitto/mosquitto.conf
+# on that port in the background (from the repository root, its data in
+# mosquitto/run/dev-<port>/) and stop it when edgemeta exits. Another port than
+# the file's (EDGEMETA_MQTT_PORT=18999 make run, beside a busy 1883) gets a copy
+# of the file with that listener.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -56,32 +58,35 @@ stop_broker() {
 }
 
 start_broker() {
-    local conf_port
-    conf_port=$(awk '$1 == "listener" { print $2; exit }' "$broker_conf")
     case "$host" in
         127.* | localhost) ;;
-        *) conf_port="" ;;
+        *)
+            echo "run-dev: no MQTT broker at $host:$port; start one there, or change" \
+                "mqtt.host/mqtt.port (or EDGEMETA_MQTT_HOST/EDGEMETA_MQTT_PORT)" >&2
+            exit 1
+            ;;
     esac
-    if [ "$port" != "$conf_port" ]; then
-        echo "run-dev: no MQTT broker at $host:$port, and $broker_conf listens on" \
-            "127.0.0.1:${conf_port:-?}; start a broker at $host:$port or change" \
-            "mqtt.host/mqtt.port (or EDGEMETA_MQTT_HOST/EDGEMETA_MQTT_PORT)" >&2
-        exit 1
-    fi
-    local mosquitto
+    local mosquitto run_dir conf
     mosquitto=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-    mkdir -p data/mosquitto
+    # Outside data/: that folder is edgemeta's, 0700, and the broker may run as
+    # another user.
+    run_dir=mosquitto/run/dev-$port
+    conf=mosquitto/run/dev-$port.conf
+    mkdir -p "$run_dir"
     if [ "$(id -u)" -eq 0 ]; then
         # mosquitto started as root switches to the `mosquitto` user (or
         # `nobody` where that user does not exist), which must own its data.
         if id mosquitto >/dev/null 2>&1; then
-            chown mosquitto data/mosquitto
+            chown mosquitto "$run_dir"
         else
-            chown nobody data/mosquitto
+            chown nobody "$run_dir"
         fi
     fi
+    sed -e "s|^listener .*|listener $port 127.0.0.1|" \
+        -e "s|^persistence_location .*|persistence_location $run_dir/|" \
+        "$broker_conf" >"$conf"
     echo "run-dev: starting mosquitto on 127.0.0.1:$port (log: data/mosquitto.log)"
-    "$mosquitto" -c "$broker_conf" </dev/null >>data/mosquitto.log 2>&1 &
+    "$mosquitto" -c "$conf" </dev/null >>data/mosquitto.log 2>&1 &
     broker_pid=$!
     trap stop_broker EXIT
     local tries=100
@@ -96,13 +101,16 @@ start_broker() {
     done
 }
 
+# data/ holds the database (and secrets): private to its owner, as edgemeta
+# makes it itself (`mkdir -p` would make it 0755).
+[ -d data ] || mkdir -m 700 data
+
 if listening; then
     echo "run-dev: using the MQTT broker at $host:$port"
 else
     start_broker
 fi
 
-mkdir -p data
 # edgemeta runs as a background job; this script turns Ctrl-C into one
 # SIGTERM for it, and stops the broker only once edgemeta has exited.
 .venv/bin/edgemeta run --config "$config" </dev/null &

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from . import configcmd, db, health, query, send, sim_cloud, sim_device, sim_edged, watch
+from . import configcmd, db, doctor, health, query, send, sim_cloud, sim_device, sim_edged, watch
 from .common import add_command
 
 SIM_EPILOG = """\
@@ -25,7 +25,7 @@ A scripted scenario on one broker (each in its own terminal):
 
 def register(commands: Any) -> None:
     """Add every toolbox command to the ``edgemeta`` sub-command parser."""
-    for module in (send, query, watch, db, health, configcmd):
+    for module in (send, query, watch, db, health, doctor, configcmd):
         module.register(commands)
     sim = add_command(
         commands,

@@ -8,11 +8,12 @@ events to a queue; this class waits on them with deadlines.
 from __future__ import annotations
 
 import contextlib
+import json
 import queue
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..bus import (
@@ -29,7 +30,7 @@ from ..bus import (
 )
 from ..config import MqttConfig
 from ..errors import BusError
-from ..message import Message, decode
+from ..message import Message
 from ..topics import Topics
 
 
@@ -44,10 +45,46 @@ class Received:
 
     def message(self) -> Message | None:
         """The beehive message in the payload, or None when it is none."""
-        try:
-            return decode(self.payload)
-        except Exception:
-            return None
+        return read_message(self.payload)
+
+
+def read_message(payload: bytes) -> Message | None:
+    """A message to show, read leniently; None when the payload is no beehive message.
+
+    Not ``message.decode``: that one guards edgemeta's input, and refuses, say,
+    the resource an error answer echoes back ("a//b"), or a big list answer.
+    A tool only shows what it got.
+    """
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    header = data.get("header")
+    route = data.get("route")
+    hdr = header if isinstance(header, dict) else {}
+    if not isinstance(route, dict):
+        return None
+    operation, source = route.get("operation"), route.get("source")
+    if not isinstance(operation, str) or not isinstance(source, str):
+        return None
+
+    def text(value: Any) -> str:
+        return value if isinstance(value, str) else ""
+
+    stamp = hdr.get("timestamp")
+    return Message(
+        msg_id=text(hdr.get("msg_id")),
+        operation=operation,
+        resource=text(route.get("resource")),
+        source=source,
+        group=text(route.get("group")),
+        parent_msg_id=text(hdr.get("parent_msg_id")),
+        timestamp=stamp if isinstance(stamp, int) and not isinstance(stamp, bool) else 0,
+        sync=hdr.get("sync") is True,
+        content=data.get("content"),
+    )
 
 
 def reply_topic(config: MqttConfig, topics: Topics) -> str:
@@ -55,13 +92,36 @@ def reply_topic(config: MqttConfig, topics: Topics) -> str:
     return f"{topics.prefix}/reply/{config.username or 'cli'}/{uuid.uuid4().hex}"
 
 
+def _reports(report: bytes, sent: bytes, msg_id: str) -> bool:
+    """Whether a ``meta/error`` report is about the payload ``sent``."""
+    try:
+        data = json.loads(report)
+    except ValueError:
+        return False
+    if not isinstance(data, dict) or not isinstance(data.get("payload"), str):
+        return False
+    shown: str = data["payload"]
+    head = sent[:1024].decode("utf-8", "replace")
+    return bool(shown) and (msg_id in shown or head.startswith(shown[:1000]))
+
+
 class BrokerClient:
     """Connect on construction, then subscribe / publish / receive with deadlines."""
 
-    def __init__(self, config: MqttConfig, *, name: str = "cli", timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        config: MqttConfig,
+        *,
+        name: str = "cli",
+        timeout: float = 5.0,
+        client_id: str | None = None,
+    ) -> None:
         self.config = config
         self.timeout = timeout
-        self.client_id = f"edgemeta-{name}-{uuid.uuid4().hex[:8]}"
+        self.client_id = client_id or f"edgemeta-{name}-{uuid.uuid4().hex[:8]}"
+        self._closing = False
+        #: Link changes for long-running tools: "lost: <why>" and "back".
+        self.link_events: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._messages: queue.SimpleQueue[Received] = queue.SimpleQueue()
         self._cond = threading.Condition()
         self._acks: dict[tuple[str, int], str] = {}
@@ -114,8 +174,11 @@ class BrokerClient:
                     self._acks[("pub", event.mid)] = event.refused
                 elif isinstance(event, SubscribeDone):
                     self._acks[("sub", event.mid)] = event.refused
-                elif isinstance(event, (Connected, Disconnected)):
-                    pass
+                elif isinstance(event, Disconnected):
+                    if not self._closing and self._up:
+                        self.link_events.put(f"lost: {event.reason}")
+                elif isinstance(event, Connected) and event.session > 1:
+                    self.link_events.put("back")
                 self._cond.notify_all()
         except Exception:  # pragma: no cover - must not kill paho's thread
             pass
@@ -188,17 +251,32 @@ class BrokerClient:
         return None if got is None else got.message()
 
     def request(
-        self, topic: str, message: Message, reply_to: str, timeout: float
+        self,
+        topic: str,
+        message: Message,
+        reply_to: str,
+        timeout: float,
+        reports: str | None = None,
     ) -> Received | None:
-        """Publish ``message`` with a Response Topic and wait for its answer there."""
+        """Publish ``message`` with a Response Topic and wait for its answer there.
+
+        With ``reports`` (``<prefix>/meta/error``), a report of this very message
+        (edgemeta could not answer it: too big, not JSON ...) is returned too.
+        """
         self.subscribe(reply_to)
+        if reports is not None:
+            with contextlib.suppress(BusError):  # an ACL may hide the reports
+                self.subscribe(reports, retained=False)
         correlation = uuid.uuid4().bytes
-        self.publish(topic, message.encode(), response_topic=reply_to, correlation=correlation)
+        payload = message.encode()
+        self.publish(topic, payload, response_topic=reply_to, correlation=correlation)
         deadline = time.monotonic() + timeout
         while (remaining := deadline - time.monotonic()) > 0:
             got = self.receive(remaining)
             if got is None:
                 break
+            if got.topic == reports and _reports(got.payload, payload, message.msg_id):
+                return got
             if got.topic != reply_to:
                 continue
             if got.correlation == correlation:
@@ -233,6 +311,7 @@ class BrokerClient:
         return None
 
     def close(self) -> None:
+        self._closing = True
         self._bus.stop()
 
     def __enter__(self) -> BrokerClient:
@@ -240,3 +319,47 @@ class BrokerClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def broker_keeps_sessions(config: MqttConfig, timeout: float = 5.0) -> bool | None:
+    """Whether the broker keeps a persistent session across a reconnect (None: no answer).
+
+    Uses a throwaway client id of its own, never the service's (connecting
+    with that one would take the service's session over), and clears the
+    session it made.
+    """
+    client_id = f"edgemeta-doctor-{uuid.uuid4().hex[:8]}"
+    probe = replace(config, sessionExpiry=300)
+
+    def connect_once(persistent: bool) -> bool | None:
+        answers: queue.SimpleQueue[BusEvent] = queue.SimpleQueue()
+        bus = MqttBus(
+            probe,
+            subscriptions=[],
+            status_topic=None,
+            events=answers.put,
+            client_id=client_id,
+            persistent=persistent,
+        )
+        bus.start()
+        deadline = time.monotonic() + timeout
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    event = answers.get(timeout=left)
+                except queue.Empty:
+                    return None
+                if isinstance(event, Connected):
+                    return event.session_present
+                if isinstance(event, Failed):
+                    return None
+            return None
+        finally:
+            bus.stop()
+
+    try:
+        if connect_once(True) is None:
+            return None
+        return connect_once(True)
+    finally:
+        connect_once(False)  # a clean start with no expiry ends the session it made

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
@@ -17,6 +19,7 @@ from ..journal import dumps_safe
 from ..progress import Progress
 from ..store import SECRET_TYPE, DatabaseInUse, DurableStorage, MetaStore, open_storage
 from .common import (
+    EXIT_FAIL,
     EXIT_OK,
     EXIT_USAGE,
     CommandError,
@@ -32,7 +35,10 @@ from .common import (
 EPILOG = """\
 The database is <database.path> (TinyDB snapshot) and <path>.journal beside
 it. These commands open it the way edgemeta does and take its lock
-(<path>.lock), so they refuse while an edgemeta uses the file: stop it first.
+(<path>.lock). While an edgemeta runs on the file, export and stats read a
+consistent copy instead (the snapshot and every committed journal batch,
+without the lock, read-only): an online backup. import and compact refuse
+then: stop edgemeta first.
 
 examples:
   edgemeta db export -o backup.jsonl
@@ -50,10 +56,13 @@ Exit status: 0 done, 1 the database is in use or unusable, 2 bad input.
 """
 
 
-def _common() -> argparse.ArgumentParser:
+def _common(default: Any) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--db", metavar="PATH", help="the database file (default: database.path of the config)"
+        "--db",
+        metavar="PATH",
+        default=default,
+        help="the database file (default: database.path of the config)",
     )
     add_config_option(common)
     return common
@@ -63,13 +72,14 @@ def register(commands: Any) -> None:
     parser = add_command(
         commands,
         "db",
-        help="export, import, inspect or compact the database (service stopped)",
+        help="export, import, inspect or compact the database (export, stats also online)",
         description="Work on the database file offline.",
         epilog=EPILOG,
-        parents=[_common()],
+        parents=[_common(None)],
     )
     sub = parser.add_subparsers(dest="db_command", metavar="ACTION")
-    common = _common()
+    # Given before ACTION (`db --db PATH export`), --db must survive the action's parser.
+    common = _common(argparse.SUPPRESS)
     export = sub.add_parser("export", help="write every record as JSON lines", parents=[common])
     export.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: stdout)")
     export.set_defaults(handler=run_export)
@@ -104,16 +114,56 @@ def _size(path: Path) -> int:
         return 0
 
 
+_COPY_ATTEMPTS = 20
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def copy_consistent(path: Path, into: Path) -> Path:
+    """Copy the snapshot and its journals into ``into`` without the lock; the copy's path.
+
+    edgemeta only appends committed batches to the journal and replaces the
+    snapshot and the journal by atomic renames (compaction). A copy taken while
+    none of the three files was replaced is a consistent state: the snapshot,
+    plus every batch committed before the copy (an unfinished batch at the end
+    is dropped when the copy is opened, as after a crash).
+    """
+    names = [path.name + ".journal.old", path.name, path.name + ".journal"]
+    for _attempt in range(_COPY_ATTEMPTS):
+        before = [_identity(path.with_name(n)) for n in names]
+        for name in names:
+            target = into / name
+            target.unlink(missing_ok=True)
+            with suppress(FileNotFoundError):
+                target.write_bytes(path.with_name(name).read_bytes())
+        if [_identity(path.with_name(n)) for n in names] == before:
+            return into / path.name
+        time.sleep(0.05)
+    raise CommandError(f"{path} kept changing under the copy; try again", EXIT_FAIL)
+
+
 @contextmanager
 def opened(
-    args: argparse.Namespace, *, must_exist: bool = True, write: bool = False
+    args: argparse.Namespace,
+    *,
+    must_exist: bool = True,
+    write: bool = False,
+    online: bool = False,
 ) -> Iterator[tuple[MetaStore, DurableStorage]]:
     """The store, opened and locked as the service would.
 
     With ``write`` it is closed as the service closes it (commit, compaction);
-    without, the files are left as they were found.
+    without, the files are left as they were found. With ``online``, a
+    database in use by a running edgemeta is read from a consistent copy
+    (``copy_consistent``) instead of refused.
     """
-    config = tool_config(args.config)
+    config = tool_config(args)
     path, journal = _paths(args, config)
     if must_exist and not path.exists() and not journal.exists():
         raise CommandError(f"no database at {path}")
@@ -126,7 +176,18 @@ def opened(
             lock=True,
         )
     except DatabaseInUse as exc:
-        raise CommandError(f"{exc}; stop edgemeta first") from None
+        if not online:
+            raise CommandError(f"{exc}; stop edgemeta first") from None
+        with tempfile.TemporaryDirectory(prefix="edgemeta-db-") as tmp:
+            note(f"edgemeta db: {path} is in use; reading a consistent copy (read-only)")
+            copy = copy_consistent(path, Path(tmp))
+            snapshot = open_storage(copy, sync=False, lock=False)
+            assert isinstance(snapshot, DurableStorage)
+            try:
+                yield MetaStore(snapshot, dedup_window=config.database.dedupWindow), snapshot
+            finally:
+                snapshot.journal.close()
+        return
     assert isinstance(storage, DurableStorage)
     store = MetaStore(storage, dedup_window=config.database.dedupWindow)
     ok = False
@@ -146,7 +207,7 @@ def _record_line(key: str, restype: str, value: str) -> bytes:
 
 @guarded("db export")
 def run_export(args: argparse.Namespace) -> int:
-    with opened(args) as (store, _storage):
+    with opened(args, online=True) as (store, _storage):
         items = store.items()
     out: IO[bytes] = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
     try:
@@ -229,9 +290,9 @@ def run_import(args: argparse.Namespace) -> int:
 
 @guarded("db stats")
 def run_stats(args: argparse.Namespace) -> int:
-    snapshot, journal = _paths(args, tool_config(args.config))
+    snapshot, journal = _paths(args, tool_config(args))
     sizes = {"snapshot_bytes": _size(snapshot), "journal_bytes": _size(journal)}
-    with opened(args) as (store, storage):
+    with opened(args, online=True) as (store, storage):
         items = store.items()
         journal_records = storage.journal.records_written
         outbox = len(store.outbox())
@@ -260,7 +321,7 @@ def run_stats(args: argparse.Namespace) -> int:
 
 @guarded("db compact")
 def run_compact(args: argparse.Namespace) -> int:
-    snapshot, journal = _paths(args, tool_config(args.config))
+    snapshot, journal = _paths(args, tool_config(args))
     before = (_size(snapshot), _size(journal))
     with opened(args, write=True) as (store, storage):
         records = len(store)

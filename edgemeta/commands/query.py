@@ -6,11 +6,16 @@ import argparse
 import json
 import shutil
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ..config import Config
+from ..errors import EdgemetaError
 from ..message import OP_ERROR, OP_QUERY, new_message, text_value
+from ..store import MetaStore, open_storage
 from ..topics import META_GROUP
 from .client import BrokerClient, reply_topic
 from .common import (
@@ -19,15 +24,18 @@ from .common import (
     EXIT_OK,
     EXIT_USAGE,
     CommandError,
+    add_client_options,
     add_command,
-    add_config_option,
     guarded,
     note,
+    positive_seconds,
     pretty_json,
     say,
+    tool_client_id,
     tool_config,
     tool_topics,
 )
+from .db import copy_consistent
 from .send import ask
 
 EPILOG = (
@@ -51,9 +59,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="table (default), json or yaml",
     )
     parser.add_argument(
-        "--timeout", type=float, default=10.0, metavar="SECONDS", help="answer wait (default 10)"
+        "--timeout",
+        type=positive_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="answer wait (default 10)",
     )
-    add_config_option(parser)
+    add_client_options(parser)
 
 
 def register(commands: Any) -> None:
@@ -89,15 +101,64 @@ def full_resource(resource: str, namespace: str) -> str:
     return f"{namespace}/{resource}" if len(parts) == 2 else resource
 
 
-def _query(args: argparse.Namespace, resource: str) -> Any:
-    config = tool_config(args.config)
+def _query(args: argparse.Namespace, resource: str, config: Config | None = None) -> Any:
+    config = config or tool_config(args)
     topics = tool_topics(config)
     message = new_message(OP_QUERY, resource, None, source="edged", group=META_GROUP)
-    with BrokerClient(config.mqtt, name="query") as client:
+    with BrokerClient(config.mqtt, name="query", client_id=tool_client_id(args)) as client:
         answer = ask(client, topics, message, reply_topic(config.mqtt, topics), args.timeout)
     if answer.operation == OP_ERROR:
         raise CommandError(f"error: {answer.content}")
     return answer.content
+
+
+def _raw(content: Any) -> list[Any]:
+    """A list answer's items as answered (the stored value strings)."""
+    if isinstance(content, str):
+        content = text_value(content)
+    return content if isinstance(content, list) else [content]
+
+
+def _local_keys(config: Config, namespace: str, restype: str) -> list[tuple[str, str]]:
+    """(key, value) of a type in a namespace from the node's own database, read without
+    its lock (``db.copy_consistent``); [] when the database is not on this machine."""
+    path = Path(config.database.path)
+    if not (path.exists() or path.with_name(path.name + ".journal").exists()):
+        return []
+    prefix = f"{namespace}/"
+    try:
+        with tempfile.TemporaryDirectory(prefix="edgemeta-list-") as tmp:
+            copy = copy_consistent(path, Path(tmp))
+            storage = open_storage(copy, sync=False, lock=False)
+            try:
+                return [
+                    (key, value)
+                    for key, value in MetaStore(storage).items_of_type(restype)
+                    if key.startswith(prefix)
+                ]
+            finally:
+                storage.journal.close()  # type: ignore[attr-defined]
+    except (OSError, EdgemetaError, CommandError):
+        return []
+
+
+def _keys(
+    raw: list[Any], stored: list[tuple[str, str]], namespace: str, restype: str
+) -> list[str | None]:
+    """The key of each answered value: from the node's database when it is here (the
+    answer is ordered by key, as the store), else from the value's metadata."""
+    by_value: dict[str, list[str]] = {}
+    for key, value in stored:
+        by_value.setdefault(value, []).append(key)
+    keys: list[str | None] = []
+    for item in raw:
+        candidates = by_value.get(item) if isinstance(item, str) else None
+        if candidates:
+            keys.append(candidates.pop(0))
+            continue
+        value = text_value(item) if isinstance(item, str) else item
+        keys.append(_key(value, namespace, restype))
+    return keys
 
 
 def _values(content: Any) -> list[Any]:
@@ -108,14 +169,14 @@ def _values(content: Any) -> list[Any]:
     return [text_value(v) if isinstance(v, str) else v for v in items]
 
 
-def _key(value: Any, namespace: str, restype: str, fallback: str) -> str:
+def _key(value: Any, namespace: str, restype: str) -> str | None:
     if isinstance(value, dict):
         meta = value.get("metadata")
         if isinstance(meta, dict) and isinstance(meta.get("name"), str):
             return f"{meta.get('namespace') or namespace}/{restype}/{meta['name']}"
         if isinstance(value.get("name"), str):
             return f"{namespace}/{restype}/{value['name']}"
-    return fallback
+    return None
 
 
 def _compact(value: Any) -> str:
@@ -170,16 +231,23 @@ def run_list(args: argparse.Namespace) -> int:
     if not restype or "/" in restype:
         raise CommandError(f"{restype!r} is not a resource type", EXIT_USAGE)
     namespace = args.namespace
-    values = _values(_query(args, f"{namespace}/{restype}"))
+    config = tool_config(args)
+    raw = _raw(_query(args, f"{namespace}/{restype}", config))
+    keys = _keys(raw, _local_keys(config, namespace, restype) if raw else [], namespace, restype)
+    values = _values(raw)
     if args.output != "table":
-        _print(values, args.output, single=False)
+        records = [
+            {"key": key, "type": restype, "value": value}
+            for key, value in zip(keys, values, strict=True)
+        ]
+        _print(records, args.output, single=False)
         return EXIT_OK
     if not values:
         note(f"no {restype} in namespace {namespace}")
         return EXIT_OK
     rows = [
-        (_key(v, namespace, restype, f"{namespace}/{restype}/-"), restype, _compact(v))
-        for v in values
+        (key or f"{namespace}/{restype}/?", restype, _compact(value))
+        for key, value in zip(keys, values, strict=True)
     ]
     say(table(rows))
     return EXIT_OK

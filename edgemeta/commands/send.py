@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..config import LimitsConfig
 from ..message import OP_ERROR, Message, new_message
 from ..topics import META_GROUP, Topics
 from .client import BrokerClient, Received, reply_topic
@@ -18,12 +19,14 @@ from .common import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     CommandError,
+    add_client_options,
     add_command,
-    add_config_option,
     guarded,
     note,
+    positive_seconds,
     pretty_json,
     say,
+    tool_client_id,
     tool_config,
     tool_topics,
 )
@@ -68,7 +71,7 @@ def register(commands: Any) -> None:
     parser.add_argument("--wait", action="store_true", help="wait for edgemeta's answer")
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=positive_seconds,
         default=10.0,
         metavar="SECONDS",
         help="how long --wait waits (default: 10)",
@@ -80,7 +83,7 @@ def register(commands: Any) -> None:
         default="content",
         help="with --wait: print the answer's content (default) or the whole answer as JSON",
     )
-    add_config_option(parser)
+    add_client_options(parser)
     parser.set_defaults(handler=run)
 
 
@@ -111,15 +114,40 @@ def read_content(spec: str | None) -> Any:
         ) from None
 
 
+def check_size(message: Message, limits: LimitsConfig) -> None:
+    """Refuse what edgemeta would refuse for its size (limits.maxPayloadBytes)."""
+    size = len(message.encode())
+    if size > limits.maxPayloadBytes:
+        raise CommandError(
+            f"the message is {size} bytes; edgemeta refuses more than "
+            f"limits.maxPayloadBytes = {limits.maxPayloadBytes}",
+            EXIT_USAGE,
+        )
+
+
 def ask(
     client: BrokerClient, topics: Topics, message: Message, reply_to: str, timeout: float
 ) -> Message:
-    """Send ``message`` to edgemeta and return its answer, or raise CommandError on timeout."""
-    got: Received | None = client.request(topics.meta, message, reply_to, timeout)
+    """Send ``message`` to edgemeta and return its answer, or raise CommandError.
+
+    A report of the message on ``<prefix>/meta/error`` (edgemeta refused it
+    without an answer) is shown as the error it is; no answer at all is a timeout.
+    """
+    got: Received | None = client.request(
+        topics.meta, message, reply_to, timeout, reports=topics.error
+    )
     if got is None:
         raise CommandError(
             f"no answer within {timeout:g} s (is edgemeta running? try `edgemeta health`)",
             EXIT_UNAVAILABLE,
+        )
+    if got.topic == topics.error:
+        try:
+            reason = json.loads(got.payload).get("reason")
+        except (ValueError, AttributeError):
+            reason = None
+        raise CommandError(
+            f"edgemeta refused the message (reported on {topics.error}): {reason or '?'}"
         )
     answer = got.message()
     if answer is None:
@@ -133,7 +161,7 @@ def show_content(content: Any) -> None:
 
 @guarded("send")
 def run(args: argparse.Namespace) -> int:
-    config = tool_config(args.config)
+    config = tool_config(args)
     topics = tool_topics(config)
     content = read_content(args.content)
     message = new_message(
@@ -144,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
         group=args.group,
         sync=args.sync,
     )
-    with BrokerClient(config.mqtt, name="send") as client:
+    check_size(message, config.limits)
+    with BrokerClient(config.mqtt, name="send", client_id=tool_client_id(args)) as client:
         if not args.wait:
             client.publish(topics.meta, message.encode())
             say(message.msg_id)

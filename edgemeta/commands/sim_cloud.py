@@ -25,12 +25,13 @@ from .common import (
     EXIT_USAGE,
     CommandError,
     Lifetime,
+    add_client_options,
     add_command,
-    add_config_option,
     add_duration_option,
     guarded,
     note,
     say,
+    tool_client_id,
     tool_config,
     tool_topics,
 )
@@ -79,7 +80,7 @@ def register(sims: Any) -> None:
         help="do not announce cloud_connected / cloud_disconnected",
     )
     add_duration_option(parser)
-    add_config_option(parser)
+    add_client_options(parser)
     parser.set_defaults(handler=run)
 
 
@@ -185,11 +186,11 @@ def connection_message(connected: bool) -> Message:
 
 @guarded("sim cloud")
 def run(args: argparse.Namespace) -> int:
-    config = tool_config(args.config)
+    config = tool_config(args)
     topics = tool_topics(config)
     sim = CloudSimulator(load_objects(Path(args.objects)))
     lifetime = Lifetime(args.duration)
-    with BrokerClient(config.mqtt, name="sim-cloud") as client:
+    with BrokerClient(config.mqtt, name="sim-cloud", client_id=tool_client_id(args)) as client:
         client.subscribe(topics.cloud)
         note(
             f"edgemeta sim cloud: {len(sim.objects)} object(s) from {args.objects}; "

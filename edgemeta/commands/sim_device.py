@@ -17,12 +17,14 @@ from .common import (
     EXIT_USAGE,
     CommandError,
     Lifetime,
+    add_client_options,
     add_command,
-    add_config_option,
     add_duration_option,
     guarded,
     note,
+    positive_seconds,
     say,
+    tool_client_id,
     tool_config,
     tool_topics,
 )
@@ -70,13 +72,13 @@ def register(sims: Any) -> None:
     add_duration_option(parser)
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=positive_seconds,
         default=5.0,
         metavar="SECONDS",
         help="wait for the last answers at the end (default 5)",
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="print only the summary")
-    add_config_option(parser)
+    add_client_options(parser)
     parser.set_defaults(handler=run)
 
 
@@ -118,7 +120,7 @@ class Tally:
 def run(args: argparse.Namespace) -> int:
     if args.count < 1 or args.rate <= 0:
         raise CommandError("--count must be >= 1 and --rate > 0", EXIT_USAGE)
-    config = tool_config(args.config)
+    config = tool_config(args)
     topics = tool_topics(config)
     devices = [f"device-{i}" for i in range(args.count)]
     every = 1.0 / (args.rate * args.count)
@@ -126,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     sent = 0
     lifetime = Lifetime(args.duration)
     device_topics = "/meta/device/" in args.topic
-    with BrokerClient(config.mqtt, name="sim-device") as client:
+    with BrokerClient(config.mqtt, name="sim-device", client_id=tool_client_id(args)) as client:
         answers = reply_topic(config.mqtt, topics)
         client.subscribe(answers)
         note(

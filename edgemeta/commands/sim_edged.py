@@ -30,12 +30,13 @@ from .common import (
     EXIT_USAGE,
     CommandError,
     Lifetime,
+    add_client_options,
     add_command,
-    add_config_option,
     add_duration_option,
     guarded,
     note,
     say,
+    tool_client_id,
     tool_config,
     tool_topics,
 )
@@ -84,7 +85,7 @@ def register(sims: Any) -> None:
         "--messages", type=int, default=0, metavar="N", help="stop after N statuses (0 = never)"
     )
     add_duration_option(parser)
-    add_config_option(parser)
+    add_client_options(parser)
     parser.set_defaults(handler=run)
 
 
@@ -142,14 +143,14 @@ class EdgedSimulator:
 
 @guarded("sim edged")
 def run(args: argparse.Namespace) -> int:
-    config = tool_config(args.config)
+    config = tool_config(args)
     topics = tool_topics(config)
     sim = EdgedSimulator(args.pod, args.phase, args.volume_error)
     lifetime = Lifetime(args.duration)
     every = 1.0 / args.rate if args.rate > 0 else None
     next_status = lifetime.started + every if every else None
     sent = 0
-    with BrokerClient(config.mqtt, name="sim-edged") as client:
+    with BrokerClient(config.mqtt, name="sim-edged", client_id=tool_client_id(args)) as client:
         client.subscribe(topics.edged)
         note(f"edgemeta sim edged: {len(sim.pods)} pod(s); listening on {topics.edged}")
         while not lifetime.over():

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from ..message import Message, new_message, text_value
 from ..topics import META_MODULE
 from .context import Context
 from .effects import Effect, Forward
+
+log = logging.getLogger(__name__)
 
 
 def pod_status_sync(ctx: Context) -> list[Effect]:
@@ -14,6 +18,7 @@ def pod_status_sync(ctx: Context) -> list[Effect]:
     for key, value in ctx.store.items_of_type("podstatus"):
         namespace, _, name = key.partition("/podstatus/")
         if not name or not ctx.store.contains(f"{namespace}/pod/{name}"):
+            log.info("pod status %s removed: pod %s/pod/%s is not stored", key, namespace, name)
             ctx.store.delete(key)
             continue
         by_namespace.setdefault(namespace, []).append(text_value(value))

@@ -23,6 +23,8 @@ COMMANDS = [
     ["db", "stats"],
     ["db", "compact"],
     ["health"],
+    ["doctor"],
+    ["completion"],
     ["check-config"],
     ["print-config"],
     ["sim"],

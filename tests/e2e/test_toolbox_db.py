@@ -102,8 +102,8 @@ def test_a_bad_line_imports_nothing(filled: EdgemetaProcess) -> None:
     assert _export(filled.db_path) == before
 
 
-def test_db_commands_refuse_while_edgemeta_runs(service: EdgemetaProcess) -> None:
-    for args in (["export"], ["stats"], ["compact"], ["import", "-"]):
+def test_db_commands_that_write_refuse_while_edgemeta_runs(service: EdgemetaProcess) -> None:
+    for args in (["compact"], ["import", "-"]):
         done = run_cli("db", *args, "--config", service.config_path, input="")
         assert done.returncode == 1, args
         assert "in use by another process" in done.stderr

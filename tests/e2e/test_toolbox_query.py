@@ -69,8 +69,11 @@ def test_list_prints_every_pod_ordered_by_key(pods: EdgemetaProcess) -> None:
     assert table.returncode == 0, table.stderr
     rows = [line.split(maxsplit=2) for line in table.stdout.splitlines()[1:]]
     assert [(k, t) for k, t, _v in rows] == [("default/pod/db", "pod"), ("default/pod/web", "pod")]
-    assert json.loads(as_json.stdout) == [DB, WEB]
-    assert yaml.safe_load(as_yaml.stdout) == [DB, WEB]
+    assert json.loads(as_json.stdout) == [
+        {"key": "default/pod/db", "type": "pod", "value": DB},
+        {"key": "default/pod/web", "type": "pod", "value": WEB},
+    ]
+    assert [r["value"] for r in yaml.safe_load(as_yaml.stdout)] == [DB, WEB]
 
 
 def test_list_of_an_empty_namespace(pods: EdgemetaProcess) -> None:

@@ -104,7 +104,7 @@ def test_send_reads_content_from_a_file_and_from_stdin(
 
     listed = run_cli("list", "configmap", "-o", "json", "--config", config)
 
-    assert json.loads(listed.stdout) == [
+    assert [r["value"] for r in json.loads(listed.stdout)] == [
         {"data": {"k": "from-file"}},
         {"data": {"k": "from-stdin"}},
     ]

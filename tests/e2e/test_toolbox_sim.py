@@ -53,7 +53,7 @@ def test_sim_cloud_pushes_answers_remote_queries_and_logs_pod_statuses(
         assert "not found" in missing.stderr
 
         pods = run_cli("list", "pod", "-o", "json", "-c", config)
-        assert json.loads(pods.stdout) == [OBJECTS[0]]
+        assert [r["value"] for r in json.loads(pods.stdout)] == [OBJECTS[0]]
 
         status = run_cli(
             "send", "update", "default/podstatus/web", "--content",
@@ -123,7 +123,8 @@ def test_sim_device_updates_are_stored_and_answered(service: EdgemetaProcess) ->
     assert done.returncode == 0, done.stderr
     assert "sent 9 update(s) from 3 device(s)" in done.stdout
     assert "9 OK, 0 error(s), 0 unanswered" in done.stdout
-    devices = json.loads(run_cli("list", "device", "-n", "iot", "-o", "json", "-c", config).stdout)
+    listed = run_cli("list", "device", "-n", "iot", "-o", "json", "-c", config)
+    devices = [r["value"] for r in json.loads(listed.stdout)]
     assert [d["device"] for d in devices] == ["device-0", "device-1", "device-2"]
     assert all(d["sequence"] == 2 for d in devices)
 
@@ -157,5 +158,7 @@ def test_sim_device_on_device_topics_sends_bare_readings_that_reach_the_cloud(
         "default/device/device-0",
         "default/device/device-1",
     }
-    devices = json.loads(run_cli("list", "device", "-o", "json", "-c", config).stdout)
+    devices = [
+        r["value"] for r in json.loads(run_cli("list", "device", "-o", "json", "-c", config).stdout)
+    ]
     assert [d["device"] for d in devices] == ["device-0", "device-1"]
