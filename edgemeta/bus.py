@@ -460,7 +460,8 @@ class MqttBus:
                         return
                     failures += 1
                     delay = self._backoff.delay(failures)
-                    log.warning(
+                    log.log(
+                        logging.WARNING if self._persistent else logging.DEBUG,
                         "broker %s:%d unreachable (%s); retrying in %.1f s",
                         self.config.host,
                         self.config.port,
@@ -484,7 +485,8 @@ class MqttBus:
                     return
                 failures += 1
                 delay = self._backoff.delay(failures)
-                log.warning(
+                log.log(
+                    logging.WARNING if self._persistent else logging.DEBUG,
                     "connection to %s:%d lost (%s); reconnecting in %.1f s",
                     self.config.host,
                     self.config.port,
