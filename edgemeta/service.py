@@ -320,13 +320,24 @@ class Service:
             log.info("stopped")
 
 
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD = 256 * 1024
+
+
 def _malloc_trim() -> Any:
-    """glibc's malloc_trim, or None: after a burst of large messages, memory goes back."""
+    """glibc's malloc_trim, or None: after a burst of large messages, memory goes back.
+
+    Also fixes glibc's mmap threshold: left dynamic, it rises to the size of
+    the largest block freed, so after the first 1 MB message every large
+    payload is carved from the heap, which fragments and is never returned.
+    """
     name = ctypes.util.find_library("c")
     if not name:
         return None
     try:
-        return ctypes.CDLL(name).malloc_trim
+        libc = ctypes.CDLL(name)
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+        return libc.malloc_trim
     except (OSError, AttributeError):
         return None
 
