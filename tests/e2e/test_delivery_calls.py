@@ -10,23 +10,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.support.helpers import Edge, msg_id
+from tests.support.helpers import Edge, msg_id, remote_query
 from tests.support.mqtt import MqttProbe, Received, envelope
 
 PATIENT = {"modules": {"metaManager": {"remoteQueryTimeout": 30, "volumeTimeout": 30}}}
-
-
-def remote_query(edge: Edge, request: dict[str, Any], timeout: float = 5.0) -> Received:
-    """The remote query edgemeta sends the cloud for `request`."""
-    return edge.probe.expect(
-        edge.hub,
-        lambda r: (
-            r.json["route"]["operation"] == "query"
-            and r.json["route"]["resource"] == request["route"]["resource"]
-            and r.json["header"]["msg_id"] != msg_id(request)
-        ),
-        timeout=timeout,
-    )
 
 
 def reply_to(edge: Edge, asked: Received, content: Any, source: str) -> dict[str, Any]:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import subprocess
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from tinydb import TinyDB
 
 from tests.support.broker import Broker
 from tests.support.burst import BurstPublisher, SessionObserver
+from tests.support.disk import fill, small_disk
 from tests.support.mqtt import MqttProbe, envelope
 
 DURABLE = {"database": {"fsync": True}}
@@ -199,33 +196,6 @@ def test_corrupt_snapshot_is_salvaged_set_aside_and_reported(broker, prefix, mak
     assert "DATABASE DAMAGED" in service.log_text()
     aside = list(service.db_path.parent.glob(service.db_path.name + ".corrupt-*"))
     assert len(aside) == 1
-
-
-@contextlib.contextmanager
-def small_disk(path: Path, size: str = "2m") -> Iterator[Path]:
-    path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    """Fill the small disk to the last byte."""
-    filler = disk / "filler"
-    with open(filler, "wb", buffering=0) as f:
-        for size in (65536, 4096, 1):
-            with contextlib.suppress(OSError):
-                while True:
-                    f.write(b"\0" * size)
-    return filler
 
 
 def _wait_answer(probe: MqttProbe, topic: str, msg_id: str, timeout: float = 10) -> Any:

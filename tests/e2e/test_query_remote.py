@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ServiceFactory
-from tests.support.helpers import Edge, msg_id
+from tests.support.helpers import Edge, msg_id, remote_query
 from tests.support.mqtt import MqttProbe, Received, envelope
 
 TIMEOUT = 0.3
@@ -27,15 +27,7 @@ def cloud(shared: Edge) -> Edge:
 
 def remote(edge: Edge, request: dict[str, Any], timeout: float = 5.0) -> Received:
     """The (next attempt of the) remote query edgemeta sends to the cloud for `request`."""
-    got = edge.probe.expect(
-        edge.hub,
-        lambda r: (
-            r.json["route"]["operation"] == "query"
-            and r.json["route"]["resource"] == request["route"]["resource"]
-            and r.json["header"]["msg_id"] != msg_id(request)
-        ),
-        timeout=timeout,
-    )
+    got = remote_query(edge, request, timeout)
     assert got.json["header"]["sync"] is True, got.json
     assert got.json["route"]["source"] == request["route"]["source"], got.json
     assert got.json["content"] == request["content"], got.json

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.e2e.test_durability import DURABLE, AllAnswered, encode, small_disk, stored
+from tests.e2e.test_durability import DURABLE, AllAnswered, encode, stored
 from tests.support.burst import BurstPublisher, SessionObserver
+from tests.support.disk import small_disk
 from tests.support.helpers import Edge
 from tests.support.mqtt import MqttProbe, envelope
 

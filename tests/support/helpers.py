@@ -218,3 +218,16 @@ def read_db(path: Path) -> dict[str, dict[str, Any]]:
         assert doc["key"] not in by_key, f"key {doc['key']!r} stored twice"
         by_key[doc["key"]] = dict(doc)
     return by_key
+
+
+def remote_query(edge: Edge, request: dict[str, Any], timeout: float = 5.0) -> Received:
+    """The (next attempt of the) remote query edgemeta sends the cloud for `request`."""
+    return edge.probe.expect(
+        edge.hub,
+        lambda r: (
+            r.json["route"]["operation"] == "query"
+            and r.json["route"]["resource"] == request["route"]["resource"]
+            and r.json["header"]["msg_id"] != msg_id(request)
+        ),
+        timeout=timeout,
+    )
