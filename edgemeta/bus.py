@@ -168,12 +168,16 @@ class MqttBus:
         max_unread_bytes: int = 64 << 20,
         client_id: str | None = None,
         persistent: bool = True,
+        mqtt311: bool = False,
     ) -> None:
         """``persistent`` False is a tool's connection: a clean session of its own
-        (``client_id``), automatic acknowledgements, no status and no Last Will."""
+        (``client_id``), automatic acknowledgements, no status and no Last Will.
+        ``mqtt311`` speaks MQTT 3.1.1 (a tool on a broker without MQTT 5, such
+        as the MQTT listener of a NATS cluster): no properties, no retain handling."""
         self.config = config
         self._client_id = client_id or config.client_id
         self._persistent = persistent
+        self._v5 = not mqtt311
         self._subscriptions = [
             s if isinstance(s, Subscription) else Subscription(s) for s in subscriptions
         ]
@@ -201,7 +205,8 @@ class MqttBus:
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self._client_id,
-            protocol=mqtt.MQTTv5,
+            protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
+            clean_session=None if self._v5 else not self._persistent,
             manual_ack=self._persistent,
         )
         if cfg.username:
@@ -277,13 +282,7 @@ class MqttBus:
                 self._events(Subscribed(self._session))
                 return
             _result, mid = client.subscribe(
-                [
-                    (
-                        s.topic,
-                        SubscribeOptions(qos=1, retainHandling=0 if s.retained else 2),
-                    )
-                    for s in self._subscriptions
-                ]
+                [(s.topic, self._options(s, 1)) for s in self._subscriptions]
             )
             self._sub_mid = mid
         except Exception:
@@ -385,13 +384,16 @@ class MqttBus:
 
     def _connect(self) -> None:
         cfg = self.config
-        self._client.connect(
-            cfg.host,
-            cfg.port,
-            keepalive=cfg.keepalive,
-            clean_start=not self._persistent,
-            properties=self._connect_properties(),
-        )
+        if self._v5:
+            self._client.connect(
+                cfg.host,
+                cfg.port,
+                keepalive=cfg.keepalive,
+                clean_start=not self._persistent,
+                properties=self._connect_properties(),
+            )
+        else:
+            self._client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive)
         sock = self._client.socket()
         if isinstance(sock, socket.socket):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -502,6 +504,10 @@ class MqttBus:
         return self._session
 
     @property
+    def mqtt5(self) -> bool:
+        return self._v5
+
+    @property
     def fatal(self) -> str | None:
         """Why the bus gave up, or None while it goes on."""
         return self._fatal
@@ -526,7 +532,7 @@ class MqttBus:
     ) -> int:
         """Queue a publish (paho keeps QoS>0 messages across reconnects); returns its mid."""
         props = None
-        if correlation is not None or response_topic is not None or user_properties:
+        if self._v5 and (correlation is not None or response_topic is not None or user_properties):
             props = Properties(PacketTypes.PUBLISH)
             if correlation is not None:
                 props.CorrelationData = correlation
@@ -547,12 +553,18 @@ class MqttBus:
             raise BusError(f"cannot publish to {topic!r}: {_reason_text(rc)}")
         return info.mid
 
+    def _options(self, subscription: Subscription, qos: int) -> Any:
+        if not self._v5:
+            return qos
+        return SubscribeOptions(qos=qos, retainHandling=0 if subscription.retained else 2)
+
     def subscribe(self, subscription: Subscription, qos: int = 1) -> int:
         """Subscribe now and after every reconnect; the SUBACK comes as ``SubscribeDone``."""
         self._subscriptions.append(subscription)
-        options = SubscribeOptions(qos=qos, retainHandling=0 if subscription.retained else 2)
         try:
-            result, mid = self._client.subscribe(subscription.topic, options=options)
+            result, mid = self._client.subscribe(
+                subscription.topic, self._options(subscription, qos)
+            )
         except ValueError as exc:
             raise BusError(f"cannot subscribe to {subscription.topic!r}: {exc}") from exc
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:

@@ -127,17 +127,16 @@ class BrokerClient:
         self._acks: dict[tuple[str, int], str] = {}
         self._up = False
         self._failed: str | None = None
-        self._bus = MqttBus(
-            config,
-            subscriptions=[],
-            status_topic=None,
-            events=self._on_event,
-            client_id=self.client_id,
-            persistent=False,
-        )
         where = f"{config.host}:{config.port}"
-        self._bus.start()
-        if not self._wait(lambda: True if (self._up or self._failed) else None, timeout):
+        self._bus = self._connect(False, timeout)
+        if self._failed is not None and "nsupported protocol version" in self._failed:
+            # An MQTT 3.1.1-only broker (the MQTT listener of a NATS cluster,
+            # deploy/nats/): the tools need no MQTT 5 property there except
+            # Response Topics, which `request` then does without.
+            self._bus.stop()
+            self._failed = None
+            self._bus = self._connect(True, timeout)
+        if not (self._up or self._failed):
             self.close()
             raise BusError(f"no answer from the MQTT broker at {where} within {timeout:g} s")
         if self._failed is not None:
@@ -149,6 +148,24 @@ class BrokerClient:
                     f"the MQTT broker at {where} refused the connection: {reason[len(prefix) :]}"
                 )
             raise BusError(reason)
+
+    def _connect(self, mqtt311: bool, timeout: float) -> MqttBus:
+        bus = MqttBus(
+            self.config,
+            subscriptions=[],
+            status_topic=None,
+            events=self._on_event,
+            client_id=self.client_id,
+            persistent=False,
+            mqtt311=mqtt311,
+        )
+        bus.start()
+        self._wait(lambda: True if (self._up or self._failed) else None, timeout)
+        return bus
+
+    @property
+    def mqtt5(self) -> bool:
+        return self._bus.mqtt5
 
     # -- events (the bus's network thread: never raise) ---------------------
     def _on_event(self, event: BusEvent) -> None:
