@@ -28,6 +28,9 @@ from ..errors import BusError
 from ..message import Message, decode
 from ..topics import Topics
 
+#: CONNACK reason code of an MQTT 5 CONNECT to a broker that speaks 3.1.1 only.
+_UNSUPPORTED_PROTOCOL = 132
+
 
 @dataclass(frozen=True, slots=True)
 class Received:
@@ -64,8 +67,26 @@ class BrokerClient:
         self._acks: dict[tuple[str, int], Any] = {}
         self._subscriptions: dict[str, SubscribeOptions] = {}
         self._disconnected = threading.Event()
+        self.protocol = mqtt.MQTTv5
+        self._client = self._connect(timeout)
+        if self._connack.is_failure and self._connack.value == _UNSUPPORTED_PROTOCOL:
+            # An MQTT 3.1.1-only broker (the MQTT listener of a NATS cluster,
+            # deploy/nats/): the tools need no MQTT 5 property there except
+            # Response Topics, which `request` then does without.
+            self.close()
+            self.protocol = mqtt.MQTTv311
+            self._connack = None
+            self._client = self._connect(timeout)
+        code = self._connack
+        where = f"{config.host}:{config.port}"
+        if code.is_failure:
+            self.close()
+            raise BusError(f"the MQTT broker at {where} refused the connection: {code}")
+
+    def _connect(self, timeout: float) -> mqtt.Client:
+        config = self.config
         client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=self.protocol
         )
         if config.username:
             client.username_pw_set(config.username, config.password or None)
@@ -85,17 +106,17 @@ class BrokerClient:
         self._client = client
         where = f"{config.host}:{config.port}"
         try:
-            client.connect(config.host, config.port, keepalive=30, clean_start=True)
+            if self.protocol == mqtt.MQTTv5:
+                client.connect(config.host, config.port, keepalive=30, clean_start=True)
+            else:
+                client.connect(config.host, config.port, keepalive=30)
         except (OSError, ssl.SSLError) as exc:
             raise BusError(f"cannot reach the MQTT broker at {where}: {exc}") from exc
         client.loop_start()
-        code = self._wait(lambda: self._connack, timeout)
-        if code is None:
+        if self._wait(lambda: self._connack, timeout) is None:
             self.close()
             raise BusError(f"no answer from the MQTT broker at {where} within {timeout:g} s")
-        if code.is_failure:
-            self.close()
-            raise BusError(f"the MQTT broker at {where} refused the connection: {code}")
+        return client
 
     # -- paho callbacks (network thread: never raise) -----------------------
     def _on_connect(
@@ -105,7 +126,10 @@ class BrokerClient:
             if not rc.is_failure and self._connack is not None:
                 # A clean start after a lost connection: subscribe again.
                 for topic, options in list(self._subscriptions.items()):
-                    client.subscribe(topic, options=options)
+                    if self.protocol == mqtt.MQTTv5:
+                        client.subscribe(topic, options=options)
+                    else:
+                        client.subscribe(topic, qos=options.QoS)
             with self._cond:
                 self._connack = rc
                 self._cond.notify_all()
@@ -175,7 +199,10 @@ class BrokerClient:
     def subscribe(self, topic_filter: str, *, qos: int = 1, retained: bool = True) -> None:
         """Subscribe and wait for the SUBACK; ``retained=False`` skips retained messages."""
         options = SubscribeOptions(qos=qos, retainHandling=0 if retained else 2)
-        result, mid = self._client.subscribe(topic_filter, options=options)
+        if self.protocol == mqtt.MQTTv5:
+            result, mid = self._client.subscribe(topic_filter, options=options)
+        else:
+            result, mid = self._client.subscribe(topic_filter, qos=qos)
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             raise BusError(f"cannot subscribe to {topic_filter!r}: {mqtt.error_string(result)}")
         codes = self._ack("sub", mid, f"the subscription to {topic_filter!r}")
@@ -195,7 +222,7 @@ class BrokerClient:
     ) -> None:
         """Publish; at QoS 1 or 2, return once the broker has accepted it."""
         props = None
-        if response_topic is not None or correlation is not None:
+        if self.protocol == mqtt.MQTTv5 and (response_topic is not None or correlation is not None):
             props = Properties(PacketTypes.PUBLISH)
             if response_topic is not None:
                 props.ResponseTopic = response_topic
