@@ -46,6 +46,7 @@ class Relay:
         self._random_lock = threading.Lock()
         self._open = threading.Event()  # set = forwarding, clear = black hole
         self._open.set()
+        self._refusing = threading.Event()  # set = link down: reset everything
         self._closed = threading.Event()
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -66,6 +67,18 @@ class Relay:
         else:
             self._open.set()
 
+    def down(self) -> None:
+        """A link that fails loudly: every connection closed, new ones closed at once."""
+        self._refusing.set()
+        with self._lock:
+            sockets = list(self._sockets)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def up(self) -> None:
+        self._refusing.clear()
+
     def _accept(self) -> None:
         while not self._closed.is_set():
             try:
@@ -74,6 +87,9 @@ class Relay:
                 continue
             except OSError:
                 return
+            if self._refusing.is_set():
+                client.close()
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
