@@ -9,9 +9,9 @@
 #
 # Environment:
 #   CLUSTER_DIR        configs, data and logs (default data/cluster; emptied at start)
-#   CLUSTER_PORT_BASE  first of 11 loopback ports (default 1890):
-#                      +1..+3 NATS MQTT, +4..+6 NATS client, +7..+9 NATS route,
-#                      +10 edge broker of node-a, +11 of node-b... see `ports` below
+#   CLUSTER_PORT_BASE  the loopback ports are counted from it (default 1890):
+#                      +1..+3 NATS MQTT, +4..+6 NATS client, +7..+9 NATS routes,
+#                      +10 edge broker of node-a, +11 edge broker of node-b
 #   CLUSTER_KEEPALIVE  bridge keepalive_interval, seconds (default 10)
 #   CLUSTER_SECONDS    stop by itself after this many seconds (0 = run until stopped)
 # Everything started is listed in $CLUSTER_DIR/pids, one "name pid" a line.
