@@ -69,7 +69,9 @@ class BrokerClient:
         self._disconnected = threading.Event()
         self.protocol = mqtt.MQTTv5
         self._client = self._connect(timeout)
-        if self._connack.is_failure and self._connack.value == _UNSUPPORTED_PROTOCOL:
+        # Set by paho's callback during _connect: mypy cannot know.
+        first: Any = self._connack
+        if first.is_failure and first.value == _UNSUPPORTED_PROTOCOL:
             # An MQTT 3.1.1-only broker (the MQTT listener of a NATS cluster,
             # deploy/nats/): the tools need no MQTT 5 property there except
             # Response Topics, which `request` then does without.
@@ -77,7 +79,7 @@ class BrokerClient:
             self.protocol = mqtt.MQTTv311
             self._connack = None
             self._client = self._connect(timeout)
-        code = self._connack
+        code: Any = self._connack
         where = f"{config.host}:{config.port}"
         if code.is_failure:
             self.close()
