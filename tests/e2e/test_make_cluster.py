@@ -86,6 +86,14 @@ def test_make_cluster_runs_and_stops_on_ctrl_c(tmp_path: Path) -> None:
             for line in (tmp_path / "cluster" / "pids").read_text().splitlines()
         ]
         assert len(pids) == 9 and all(alive(p) for p in pids)
+        # The cloud simulators are on NATS, which speaks MQTT 3.1.1 only: the
+        # tools' client fell back to it, subscribed and pushed the objects.
+        for node in ("node-a", "node-b"):
+            log = tmp_path / "cluster" / node / "sim-cloud.log"
+            while "pushed insert" not in log.read_text():
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+            assert f"listening on beehive/{node}/hub" in log.read_text()
     finally:
         # Ctrl-C in a terminal: SIGINT to the foreground process group.
         os.killpg(make.pid, signal.SIGINT)
