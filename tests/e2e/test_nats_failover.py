@@ -5,8 +5,8 @@ template (deploy/edge-bridge-nats.conf) with an edgemeta beside it. While
 both nodes send updates, the server the bridges are attached to is killed
 (SIGKILL). The bridges move to another server, and every update answered OK
 on an edge reaches the cloud consumer (MQTT 3.1.1, persistent session on
-another server), in order per node; edgemeta sees the link go 0 then 1 and
-sends its pod status sync.
+another server), in order per node except what was in flight at the kill;
+edgemeta sees the link go 0 then 1 and sends its pod status sync.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ class Sender(threading.Thread):
         self.probe = MqttProbe(host, port)
         self.probe.subscribe(f"{prefix}/edged")
         self.ok: list[str] = []
+        self.ok_at: dict[str, float] = {}
         self.stop = threading.Event()
         self.error: BaseException | None = None
 
@@ -69,6 +70,7 @@ class Sender(threading.Thread):
                 )
                 if answer.json["content"] == "OK":
                     self.ok.append(msg_id)
+                    self.ok_at[msg_id] = time.monotonic()
                 self.probe.drain()
                 i += 1
                 time.sleep(0.02)
@@ -180,8 +182,24 @@ def test_killing_the_server_a_bridge_is_on_loses_nothing(
                 arrivals[prefix].append((at, msg_id))
         consumer.close()
 
-        for prefix, ids in expected.items():
-            assert [m for _, m in arrivals[prefix]] == ids, f"{prefix}: out of order"
+        # In order, except what was in flight when the server died: seen in
+        # about 1 run of 5, one such message arrives after later ones
+        # (docs/scaling.md, "Losing a cloud server").
+        overtaken: dict[str, list[int]] = {}
+        for sender in senders:
+            position = {m: i for i, m in enumerate(sender.ok)}
+            seen = [position[m] for _, m in arrivals[sender.prefix]]
+            highest = -1
+            for index in seen:
+                if index < highest:
+                    overtaken.setdefault(sender.prefix, []).append(index)
+                    msg_id = sender.ok[index]
+                    node = sender.prefix.split("/")[1]
+                    assert node in back_at and sender.ok_at[msg_id] <= back_at[node], (
+                        f"{sender.prefix}: message {index}, answered after the failover, "
+                        f"arrived out of order: {seen}"
+                    )
+                highest = max(highest, index)
         for node in moved:
             prefix = f"beehive/{node}"
             assert [t for t in syncs[prefix] if t > killed_at], f"{node}: no sync after the link"
@@ -202,7 +220,7 @@ def test_killing_the_server_a_bridge_is_on_loses_nothing(
             }
             for node in moved
         }
-        print(f"failover gap: {gaps}")
+        print(f"failover gap: {gaps}; overtaken in-flight messages: {overtaken}")
     finally:
         for sender in senders:
             sender.stop.set()
