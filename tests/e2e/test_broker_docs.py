@@ -16,6 +16,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -59,6 +60,14 @@ def test_bridge_in_conf_d_of_debian_stock_mosquitto(tmp_path: Path) -> None:
             text=True,
         )
         try:
+            deadline = time.monotonic() + DEADLINE
+            while True:
+                try:
+                    socket.create_connection((LOOPBACK, port), timeout=1).close()
+                    break
+                except OSError:
+                    assert broker.poll() is None and time.monotonic() < deadline
+                    time.sleep(0.05)
             with MqttProbe(LOOPBACK, port, timeout=DEADLINE) as probe:
                 probe.subscribe("beehive/node-a/meta/bridge/state")
                 probe.expect(None, lambda r: r.payload == b"1", timeout=DEADLINE)
@@ -115,12 +124,12 @@ def test_cloud_conf_keeps_sessions_across_a_restart(tmp_path: Path) -> None:
         deadline = time.monotonic() + DEADLINE
         while True:
             try:
-                with MqttProbe(LOOPBACK, port):
+                with socket.create_connection((LOOPBACK, port), timeout=1):
                     return proc
-            except Exception:
+            except OSError:
                 assert proc.poll() is None, "the cloud broker exited"
                 assert time.monotonic() < deadline
-                time.sleep(0.1)
+                time.sleep(0.05)
 
     def stop(proc: subprocess.Popen[bytes]) -> None:
         # The shell ends at once; mosquitto, in the same group, saves and ends after it.
