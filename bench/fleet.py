@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -287,6 +288,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for relay in relays:
             relay.close()
         cluster.close()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -309,13 +312,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outage", type=float, default=600.0, help="outage length in seconds")
     parser.add_argument("--quiet", type=float, default=5.0, help="catch-up ends after this quiet")
     parser.add_argument("--restart-timeout", default="1 30", help="bridge restart_timeout")
+    parser.add_argument("--keep", action="store_true", help="keep the temp folder (logs, data)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="hard limit of the run")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     result = run(args)
     print(json.dumps(result, indent=2))
     os.makedirs("bench/results", exist_ok=True)
-    Path("bench/results/fleet.json").write_text(json.dumps(result, indent=2) + "\n")
+    out = Path(f"bench/results/fleet-{args.nodes}.json")
+    out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 
