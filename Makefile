@@ -104,3 +104,11 @@ certs: deps-system ## local CA and TLS certificates in mosquitto/certs/ (CERT_AR
 .PHONY: run-secure
 run-secure: deps-system venv ## secure broker (production.conf) + edgemeta over TLS with SECURE_CONFIG (Ctrl-C stops)
 	bash scripts/run-secure.sh $(SECURE_CONFIG)
+
+.PHONY: deps-nats
+deps-nats: ## check for nats-server; install it as root on Debian
+	bash scripts/ensure-nats.sh
+
+.PHONY: cluster
+cluster: deps-system deps-nats venv ## 3 NATS servers + 2 bridged edge nodes with edgemeta + cloud simulators, on loopback (Ctrl-C stops)
+	bash scripts/cluster.sh

@@ -1,8 +1,14 @@
 #!/bin/sh
 # Render mosquitto/edge-bridge.conf for one edge node; the result goes to stdout.
 #
-#   scripts/render-bridge-conf.sh NODE CLOUD_HOST CLOUD_PORT [LOCAL_PORT] [DATA_DIR] > edge.conf
+#   scripts/render-bridge-conf.sh [--conf-d] [--keepalive SECONDS] NODE CLOUD_HOST CLOUD_PORT [LOCAL_PORT] [DATA_DIR] > edge.conf
 #
+#   --conf-d    a snippet for /etc/mosquitto/conf.d/ of Debian's packaged
+#               Mosquitto: leaves out the options its mosquitto.conf already
+#               sets (persistence, persistence_location), which Mosquitto
+#               refuses to see twice; DATA_DIR is then unused
+#   --keepalive bridge keepalive_interval in seconds (default 30): a silent
+#               link loss is noticed after 1-2 x this
 #   NODE        node name, one topic level (letters, digits, . _ -): the node's
 #               topic prefix becomes beehive/NODE
 #   CLOUD_HOST  host name or IPv4 address of the cloud broker
@@ -21,7 +27,7 @@
 set -eu
 
 usage() {
-    echo "usage: $0 NODE CLOUD_HOST CLOUD_PORT [LOCAL_PORT] [DATA_DIR]" >&2
+    echo "usage: $0 [--conf-d] [--keepalive SECONDS] NODE CLOUD_HOST CLOUD_PORT [LOCAL_PORT] [DATA_DIR]" >&2
     exit 2
 }
 
@@ -37,7 +43,26 @@ check_port() {
     [ "$2" -ge 1 ] && [ "$2" -le 65535 ] || fail "$1 must be within 1-65535, got '$2'"
 }
 
+conf_d=false
+keepalive=30
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --conf-d) conf_d=true; shift ;;
+        --keepalive)
+            [ $# -ge 2 ] || usage
+            keepalive=$2
+            shift 2
+            ;;
+        -*) usage ;;
+        *) break ;;
+    esac
+done
+
 [ $# -ge 3 ] && [ $# -le 5 ] || usage
+case "$keepalive" in
+    '' | *[!0-9]*) fail "--keepalive must be a whole number of seconds, got '$keepalive'" ;;
+esac
+[ "$keepalive" -ge 2 ] && [ "$keepalive" -le 65535 ] || fail "--keepalive must be within 2-65535, got '$keepalive'"
 
 node=$1
 cloud_host=$2
@@ -71,7 +96,15 @@ esac
 template="$(dirname "$0")/../mosquitto/edge-bridge.conf"
 [ -r "$template" ] || fail "template not found: $template"
 
+if $conf_d; then
+    standalone='/^# BEGIN standalone$/,/^# END standalone$/d'
+else
+    standalone='/^# \(BEGIN\|END\) standalone$/d'
+fi
+
 sed \
+    -e "$standalone" \
+    -e "s|@KEEPALIVE@|$keepalive|g" \
     -e "s|@NODE@|$node|g" \
     -e "s|@CLOUD_HOST@|$cloud_host|g" \
     -e "s|@CLOUD_PORT@|$cloud_port|g" \

@@ -60,15 +60,17 @@ def render_edge_conf(
     cloud_port: int,
     *,
     restart_timeout: str | None = TEST_RESTART_TIMEOUT,
+    keepalive: int | None = None,
 ) -> str:
-    """The edge config for `node` as the render script writes it.
+    """The edge config for `node` as the render script writes it (`--keepalive` if given).
 
     `restart_timeout` replaces the value of the shipped `restart_timeout`
     line; None keeps it. (Replaced, not appended: a second line in the same
     bridge section would only half override the first in Mosquitto 2.0.11.)
     """
+    options = ["--keepalive", str(keepalive)] if keepalive is not None else []
     done = subprocess.run(
-        ["sh", str(RENDER_SCRIPT), node, cloud_host, str(cloud_port)],
+        ["sh", str(RENDER_SCRIPT), *options, node, cloud_host, str(cloud_port)],
         capture_output=True,
         text=True,
         timeout=10,
