@@ -38,7 +38,7 @@ run: deps-system venv ## run edgemeta with CONFIG, starting the dev broker if no
 	bash scripts/run-dev.sh $(CONFIG)
 
 .PHONY: test
-test: deps-system venv ## run the tests (TESTS=path..., extra pytest arguments: PYTEST_ARGS=...)
+test: deps-system deps-nats venv ## run the tests (TESTS=path..., extra pytest arguments: PYTEST_ARGS=...)
 	$(VENV_PY) -m pytest -W error -p no:cacheprovider $(PYTEST_ARGS) $(TESTS)
 
 .PHONY: lint
