@@ -563,7 +563,7 @@ class MqttBus:
         self._subscriptions.append(subscription)
         try:
             result, mid = self._client.subscribe(
-                subscription.topic, self._options(subscription, qos)
+                [(subscription.topic, self._options(subscription, qos))]
             )
         except ValueError as exc:
             raise BusError(f"cannot subscribe to {subscription.topic!r}: {exc}") from exc
