@@ -559,6 +559,16 @@ class MqttBus:
             raise BusError(f"cannot subscribe to {subscription.topic!r}: {_reason_text(result)}")
         return mid
 
+    def unsubscribe(self, topic: str) -> None:
+        """Stop a subscription made with ``subscribe`` (also after the next reconnect)."""
+        self._subscriptions = [s for s in self._subscriptions if s.topic != topic]
+        try:
+            result, _mid = self._client.unsubscribe(topic)
+        except ValueError as exc:
+            raise BusError(f"cannot unsubscribe from {topic!r}: {exc}") from exc
+        if result not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            raise BusError(f"cannot unsubscribe from {topic!r}: {_reason_text(result)}")
+
     def ack(self, mid: int, qos: int, session: int) -> None:
         """PUBACK a message of the current connection; older ones are redelivered anyway.
 

@@ -23,25 +23,34 @@ MAX_TRIES = 5
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """One message to publish: topic, payload, MQTT 5 correlation data, retain flag."""
+    """One message to publish: topic, payload, MQTT 5 correlation data, retain flag,
+    MQTT 5 user properties."""
 
     topic: str
     payload: bytes
     correlation: bytes | None = None
     retain: bool = False
+    properties: tuple[tuple[str, str], ...] = ()
+
+
+def _record(o: Outgoing) -> list[Any]:
+    entry: list[Any] = [
+        o.topic,
+        o.payload.decode("utf-8", "replace"),
+        None if o.correlation is None else o.correlation.hex(),
+    ]
+    if o.properties:
+        entry += [o.retain, [list(p) for p in o.properties]]
+    elif o.retain:
+        entry.append(True)
+    return entry
 
 
 def to_record(outs: list[Outgoing]) -> list[Any]:
-    """The JSON-able form of a batch's messages, as the store keeps it."""
-    return [
-        [
-            o.topic,
-            o.payload.decode("utf-8", "replace"),
-            None if o.correlation is None else o.correlation.hex(),
-        ]
-        + ([True] if o.retain else [])
-        for o in outs
-    ]
+    """The JSON-able form of a batch's messages, as the store keeps it:
+    ``[topic, payload, correlation hex or None]``, then ``retain`` when set or
+    when user properties follow (``[[name, value], ...]``)."""
+    return [_record(o) for o in outs]
 
 
 def from_record(entries: list[Any]) -> list[Outgoing]:
@@ -51,6 +60,7 @@ def from_record(entries: list[Any]) -> list[Outgoing]:
             entry[1].encode(),
             None if entry[2] is None else bytes.fromhex(entry[2]),
             bool(entry[3]) if len(entry) > 3 else False,
+            tuple((str(p[0]), str(p[1])) for p in entry[4]) if len(entry) > 4 else (),
         )
         for entry in entries
     ]
