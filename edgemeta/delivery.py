@@ -49,7 +49,7 @@ from .intake import Intake, Taken
 from .message import OP_ERROR, Message, new_error
 from .metrics import REPORT, ServiceMetrics
 from .mirror import MirrorPolicy
-from .outbox import Confirmations, Outgoing, from_record, to_record
+from .outbox import Confirmations, Outgoing, from_record, refill, to_record
 from .replies import Destination, answer_destination, report_payload
 from .store import MetaStore
 
@@ -404,7 +404,7 @@ class Delivery:
             log.warning("republishing %d batch(es) committed before the last stop", len(pending))
         with self.bus.gathered():
             for seq, entries in pending:
-                outs = from_record(entries)
+                outs = [refill(out, self.store.get) for out in from_record(entries)]
                 self.confirmations.expect(seq, len(outs))
                 for out in outs:
                     self._send(seq, out, 1)

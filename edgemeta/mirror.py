@@ -89,7 +89,13 @@ class MirrorPolicy:
             log.warning("not mirrored: key %r cannot be a topic", key)
             return None
         payload = b"" if value is None else value.encode("utf-8", "surrogatepass")
-        return Outgoing(topic, payload, retain=True, properties=properties(key, restype, revision))
+        return Outgoing(
+            topic,
+            payload,
+            retain=True,
+            properties=properties(key, restype, revision),
+            from_store=True,
+        )
 
     def changes(self, revised: Iterable[tuple[str, str, str | None, int]]) -> list[Outgoing]:
         """The mirror messages of a transaction's changes (``MetaStore.revised_changes``)."""
