@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
 from typing import Any
@@ -201,3 +202,25 @@ def test_a_retained_message_on_state_is_never_a_request(
 
     assert edge.query("default/configmap/x") == []
     assert mirror_of(broker, prefix) == {}
+
+
+def test_the_readme_session_with_mosquitto_sub(
+    service: EdgemetaProcess, edge: Edge, broker: Broker, prefix: str
+) -> None:
+    edge.insert("default/configmap/app-cfg", {"data": {"mode": "edge"}})
+    edge.insert("default/pod/nginx", {"spec": {"nodeName": "n1"}})
+
+    # README "State mirror": what a late subscriber sees at once.
+    where = ["-h", broker.host, "-p", str(broker.port)]
+    result = subprocess.run(
+        ["mosquitto_sub", *where, "-V", "mqttv5", "-t", f"{prefix}/state/#", "-v", "-C", "2"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.splitlines()) == [
+        f'{prefix}/state/default/configmap/app-cfg {{"data":{{"mode":"edge"}}}}',
+        f'{prefix}/state/default/pod/nginx {{"spec":{{"nodeName":"n1"}}}}',
+    ]
