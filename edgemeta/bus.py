@@ -121,10 +121,12 @@ BusEvent = Inbound | Published | Connected | Subscribed | SubscribeDone | Discon
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
-    """A topic filter; ``retained`` False asks the broker never to send retained messages."""
+    """A topic filter; ``retained`` False asks the broker never to send retained messages;
+    ``no_local``: not the messages this client publishes itself."""
 
     topic: str
     retained: bool = False
+    no_local: bool = False
 
 
 # Reason codes of a DISCONNECT from the broker after which reconnecting cannot help.
@@ -280,7 +282,9 @@ class MqttBus:
                 [
                     (
                         s.topic,
-                        SubscribeOptions(qos=1, retainHandling=0 if s.retained else 2),
+                        SubscribeOptions(
+                            qos=1, noLocal=s.no_local, retainHandling=0 if s.retained else 2
+                        ),
                     )
                     for s in self._subscriptions
                 ]
@@ -550,7 +554,11 @@ class MqttBus:
     def subscribe(self, subscription: Subscription, qos: int = 1) -> int:
         """Subscribe now and after every reconnect; the SUBACK comes as ``SubscribeDone``."""
         self._subscriptions.append(subscription)
-        options = SubscribeOptions(qos=qos, retainHandling=0 if subscription.retained else 2)
+        options = SubscribeOptions(
+            qos=qos,
+            noLocal=subscription.no_local,
+            retainHandling=0 if subscription.retained else 2,
+        )
         try:
             result, mid = self._client.subscribe(subscription.topic, options=options)
         except ValueError as exc:

@@ -112,6 +112,8 @@ class Delivery:
         self.metrics = metrics
         self.qos = qos
         self.mirror = mirror
+        #: Told the mirror messages of each committed batch (the start-up reconcile).
+        self.mirrored: Callable[[list[Outgoing]], None] | None = None
         self.clock = clock
         self.confirmations = Confirmations()
         self._backoff = Backoff(initial=1.0, cap=30.0)
@@ -277,7 +279,10 @@ class Delivery:
             if self.mirror is not None and self.mirror.enable:
                 # In the outbox with the rest: a crash before they are confirmed
                 # republishes them at the next start.
-                state.outs.extend(self.mirror.changes(store.revised_changes()))
+                mirrored = self.mirror.changes(store.revised_changes())
+                state.outs.extend(mirrored)
+                if mirrored and self.mirrored is not None:
+                    self.mirrored(mirrored)
             state_seq = store.add_outbox(to_record(state.outs)) if state.outs else 0
             changed = store.has_uncommitted_changes
             with self.metrics.commit_seconds.time():

@@ -31,6 +31,8 @@ STATE_LEVEL = "state"
 #: Under ``<prefix>/state/``: the end marker of a reconcile (never retained, no ``key`` property).
 MARKER_LEVEL = "$reconcile"
 EVERY_TYPE = "*"
+#: Reconcile publishes per main loop turn.
+PUMP_CHUNK = 1000
 
 Properties = tuple[tuple[str, str], ...]
 
@@ -157,6 +159,10 @@ class Reconciler:
         self._started_at = 0.0
         self.done = not policy.enable
         self.seconds: float | None = None
+        self._outs: list[Outgoing] = []
+        self._counts = (0, 0, 0)
+        #: Topics a committed change published while reconcile messages wait.
+        self._superseded: set[str] = set()
 
     def owns(self, topic: str) -> bool:
         return topic.startswith(state_root(self.policy.prefix) + "/")
@@ -173,9 +179,14 @@ class Reconciler:
             self._send_marker()
             return
         self._started_at = time.monotonic()
+        self._marker = f"{state_root(self.policy.prefix)}/{MARKER_LEVEL}/{uuid.uuid4()}"
         try:
-            self._sub_mid = self.bus.subscribe(Subscription(self.filter, retained=True))
+            # Not its own publishes (no_local): what it writes meanwhile would come
+            # back, and stay queued in its session should it stop before unsubscribing.
+            self.bus.subscribe(Subscription(self.filter, retained=True, no_local=True))
             self._subscribed = True
+            # The broker answers in order: this SUBACK follows the one above.
+            self._sub_mid = self.bus.subscribe(Subscription(self._marker))
         except BusError as exc:
             log.error("mirror: cannot reconcile: %s", exc)
             self.done = True
@@ -191,10 +202,8 @@ class Reconciler:
 
     def disconnected(self) -> None:
         self._retained.clear()
-        self._marker = ""
 
     def _send_marker(self) -> None:
-        self._marker = f"{state_root(self.policy.prefix)}/{MARKER_LEVEL}/{uuid.uuid4()}"
         try:
             self.bus.publish(self._marker, b"", 1)
         except BusError as exc:
@@ -252,8 +261,27 @@ class Reconciler:
             revision += 1
             if out is not None:
                 outs.append(out)
+        self._outs = outs
+        self._counts = (retained, len(plan.clear), len(plan.publish))
+        self.pump()
+
+    @property
+    def pumping(self) -> bool:
+        """Reconcile messages are still to be published (a chunk per loop turn)."""
+        return bool(self._outs)
+
+    def superseded(self, outs: list[Outgoing]) -> None:
+        """A batch published these mirror messages: newer than what waits for the same topics."""
+        if self._outs:
+            self._superseded.update(out.topic for out in outs)
+
+    def pump(self) -> None:
+        """Publish the next chunk: the main loop serves requests between chunks."""
+        chunk, self._outs = self._outs[:PUMP_CHUNK], self._outs[PUMP_CHUNK:]
         with self.bus.gathered():
-            for out in outs:
+            for out in chunk:
+                if out.topic in self._superseded:
+                    continue
                 try:
                     self.bus.publish(
                         out.topic,
@@ -264,22 +292,29 @@ class Reconciler:
                     )
                 except BusError as exc:
                     log.error("mirror: %s", exc)
+        if self._outs:
+            return
+        self._superseded.clear()
         self.seconds = time.monotonic() - self._started_at
+        retained, cleared, published = self._counts
         log.info(
             "mirror reconciled in %.2f s: %d retained, %d cleared, %d published",
             self.seconds,
             retained,
-            len(plan.clear),
-            len(plan.publish),
+            cleared,
+            published,
         )
         self._end()
 
     def _end(self) -> None:
         self.done = True
-        self._marker = ""
         self._retained = {}
         if self._subscribed:
+            self._subscribed = False
             try:
                 self.bus.unsubscribe(self.filter)
+                if self._marker:
+                    self.bus.unsubscribe(self._marker)
             except BusError as exc:
                 log.error("mirror: %s", exc)
+        self._marker = ""

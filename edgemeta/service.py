@@ -120,6 +120,7 @@ class Service:
             qos=self.qos,
             mirror=self.mirror,
         )
+        self.delivery.mirrored = self.reconciler.superseded
         now = time.monotonic()
         for call in restore_calls(self.store.calls()):
             # Resumed: its reply may be queued in the session, or it comes after
@@ -284,6 +285,9 @@ class Service:
                     delivery.next_resend(),
                     delivery.retry_at,
                 )
+                if self.reconciler.pumping:
+                    self.reconciler.pump()
+                    wait = 0.0
                 batch = self._take(wait)
                 now = time.monotonic()
                 batch.extend(delivery.due_calls(now))
