@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from tinydb.storages import MemoryStorage
 
+from edgemeta.bus import Inbound, Subscription
 from edgemeta.config import MirrorConfig
-from edgemeta.mirror import MirrorPolicy, key_of, reconcile_plan, state_topic
+from edgemeta.mirror import MirrorPolicy, Reconciler, key_of, reconcile_plan, state_topic
 from edgemeta.outbox import Outgoing, from_record, refill, to_record
 from edgemeta.store import MetaStore
 
@@ -124,3 +128,68 @@ def test_revisions_of_changes_grow_and_survive_rollback() -> None:
     store.commit()
     assert store.advance_revision(5) == base + 4
     assert store.revision == base + 8
+
+
+class FakeBus:
+    """Records what the reconciler asks of the bus (the real one is tested end to end)."""
+
+    def __init__(self) -> None:
+        self.subscribed: list[Subscription] = []
+        self.unsubscribed: list[str] = []
+        self.published: list[tuple[str, bytes, dict[str, str]]] = []
+        self.acked: list[int] = []
+
+    def subscribe(self, subscription: Subscription, qos: int = 1) -> int:
+        self.subscribed.append(subscription)
+        return len(self.subscribed)
+
+    def unsubscribe(self, topic: str) -> None:
+        self.unsubscribed.append(topic)
+
+    def publish(self, topic: str, payload: bytes, qos: int, **kw: Any) -> int:
+        self.published.append((topic, payload, dict(kw.get("user_properties", ()))))
+        return 1
+
+    def ack(self, mid: int, qos: int, session: int) -> None:
+        self.acked.append(mid)
+
+    def taken(self, nbytes: int) -> None:
+        pass
+
+    @contextmanager
+    def gathered(self) -> Iterator[None]:
+        yield
+
+
+def inbound(topic: str, payload: bytes, mid: int, retain: bool) -> Inbound:
+    return Inbound(topic, payload, mid, 1, False, None, None, 1, retain)
+
+
+def test_reconciler_clears_the_stale_publishes_the_missing_then_unsubscribes() -> None:
+    store = MetaStore(MemoryStorage())
+    store.put("ns/pod/same", "pod", "1")
+    store.put("ns/pod/new", "pod", "2")
+    store.commit()
+    bus = FakeBus()
+    rec = Reconciler(bus, store, MirrorPolicy(P), qos=1)  # type: ignore[arg-type]
+
+    rec.connected()
+    state_sub, marker_sub = bus.subscribed
+    assert state_sub == Subscription(f"{P}/state/#", retained=True, no_local=True)
+    rec.subscribe_done(2, "")
+    marker = bus.published.pop()[0]
+    assert marker == marker_sub.topic and marker.startswith(f"{P}/state/$reconcile/")
+    rec.take(inbound(f"{P}/state/ns/pod/same", b"1", 1, True))
+    rec.take(inbound(f"{P}/state/ns/pod/gone", b"x", 2, True))
+    rec.take(inbound(marker, b"", 3, False))
+    rec.flush()
+
+    assert rec.done and bus.acked == [1, 2, 3]
+    assert [(t, p) for t, p, _ in bus.published] == [
+        (f"{P}/state/ns/pod/gone", b""),
+        (f"{P}/state/ns/pod/new", b"2"),
+    ]
+    revisions = [int(props["revision"]) for _, _, props in bus.published]
+    assert revisions[0] > 2 and revisions[1] == revisions[0] + 1
+    assert store.revision == revisions[1]
+    assert bus.unsubscribed == [f"{P}/state/#", marker]
