@@ -121,10 +121,12 @@ BusEvent = Inbound | Published | Connected | Subscribed | SubscribeDone | Discon
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
-    """A topic filter; ``retained`` False asks the broker never to send retained messages."""
+    """A topic filter; ``retained`` False asks the broker never to send retained messages;
+    ``no_local``: not the messages this client publishes itself."""
 
     topic: str
     retained: bool = False
+    no_local: bool = False
 
 
 # Reason codes of a DISCONNECT from the broker after which reconnecting cannot help.
@@ -556,7 +558,11 @@ class MqttBus:
     def _options(self, subscription: Subscription, qos: int) -> Any:
         if not self._v5:
             return qos
-        return SubscribeOptions(qos=qos, retainHandling=0 if subscription.retained else 2)
+        return SubscribeOptions(
+            qos=qos,
+            noLocal=subscription.no_local,
+            retainHandling=0 if subscription.retained else 2,
+        )
 
     def subscribe(self, subscription: Subscription, qos: int = 1) -> int:
         """Subscribe now and after every reconnect; the SUBACK comes as ``SubscribeDone``."""
@@ -570,6 +576,16 @@ class MqttBus:
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             raise BusError(f"cannot subscribe to {subscription.topic!r}: {_reason_text(result)}")
         return mid
+
+    def unsubscribe(self, topic: str) -> None:
+        """Stop a subscription made with ``subscribe`` (also after the next reconnect)."""
+        self._subscriptions = [s for s in self._subscriptions if s.topic != topic]
+        try:
+            result, _mid = self._client.unsubscribe(topic)
+        except ValueError as exc:
+            raise BusError(f"cannot unsubscribe from {topic!r}: {exc}") from exc
+        if result not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            raise BusError(f"cannot unsubscribe from {topic!r}: {_reason_text(result)}")
 
     def ack(self, mid: int, qos: int, session: int) -> None:
         """PUBACK a message of the current connection; older ones are redelivered anyway.

@@ -103,6 +103,15 @@ class DevicesConfig:
 
 
 @dataclass(frozen=True)
+class MirrorConfig:
+    """The state mirror: each stored object retained on ``<prefix>/state/...`` (edgemeta.mirror)."""
+
+    enable: bool = True
+    #: () = every type except secret; otherwise exactly these ("*" = every type, secrets too).
+    types: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
@@ -110,6 +119,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     devices: DevicesConfig = field(default_factory=DevicesConfig)
+    mirror: MirrorConfig = field(default_factory=MirrorConfig)
 
 
 def _is_level(value: str) -> bool:
@@ -157,6 +167,10 @@ _RULES: dict[str, tuple[Any, str]] = {
         "a non-empty list of resource types without '/', '+' or '#'",
     ),
     "devices.namespace": (_is_level, "a namespace without '/', '+' or '#'"),
+    "mirror.types": (
+        lambda v: all(_is_level(t) for t in v),
+        "a list of resource types without '/', '+' or '#' (\"*\" = every type)",
+    ),
 }
 
 #: Keys whose value is never shown in an error message.

@@ -48,7 +48,8 @@ from .handlers import (
 from .intake import Intake, Taken
 from .message import OP_ERROR, Message, new_error
 from .metrics import REPORT, ServiceMetrics
-from .outbox import Confirmations, Outgoing, from_record, to_record
+from .mirror import MirrorPolicy
+from .outbox import Confirmations, Outgoing, from_record, refill, to_record
 from .replies import Destination, answer_destination, report_payload
 from .store import MetaStore
 
@@ -99,6 +100,7 @@ class Delivery:
         calls: CallTable,
         metrics: ServiceMetrics,
         qos: int,
+        mirror: MirrorPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
@@ -109,6 +111,9 @@ class Delivery:
         self.calls = calls
         self.metrics = metrics
         self.qos = qos
+        self.mirror = mirror
+        #: Told the mirror messages of each committed batch (the start-up reconcile).
+        self.mirrored: Callable[[list[Outgoing]], None] | None = None
         self.clock = clock
         self.confirmations = Confirmations()
         self._backoff = Backoff(initial=1.0, cap=30.0)
@@ -271,6 +276,13 @@ class Delivery:
         try:
             store.mark_seen(state.seen)
             store.mark_device_seen(state.device_seen)
+            if self.mirror is not None and self.mirror.enable:
+                # In the outbox with the rest: a crash before they are confirmed
+                # republishes them at the next start.
+                mirrored = self.mirror.changes(store.revised_changes())
+                state.outs.extend(mirrored)
+                if mirrored and self.mirrored is not None:
+                    self.mirrored(mirrored)
             state_seq = store.add_outbox(to_record(state.outs)) if state.outs else 0
             changed = store.has_uncommitted_changes
             with self.metrics.commit_seconds.time():
@@ -339,7 +351,12 @@ class Delivery:
     def _send(self, seq: int, out: Outgoing, tries: int) -> None:
         try:
             mid = self.bus.publish(
-                out.topic, out.payload, self.qos, retain=out.retain, correlation=out.correlation
+                out.topic,
+                out.payload,
+                self.qos,
+                retain=out.retain,
+                correlation=out.correlation,
+                user_properties=out.properties,
             )
         except BusError as exc:
             self._sent_done(self.confirmations.failed(seq, out, tries, str(exc), self.clock()))
@@ -353,7 +370,12 @@ class Delivery:
         for out in outs:
             try:
                 self.bus.publish(
-                    out.topic, out.payload, self.qos, retain=out.retain, correlation=out.correlation
+                    out.topic,
+                    out.payload,
+                    self.qos,
+                    retain=out.retain,
+                    correlation=out.correlation,
+                    user_properties=out.properties,
                 )
             except BusError as exc:
                 log.error("%s", exc)
@@ -387,7 +409,7 @@ class Delivery:
             log.warning("republishing %d batch(es) committed before the last stop", len(pending))
         with self.bus.gathered():
             for seq, entries in pending:
-                outs = from_record(entries)
+                outs = [refill(out, self.store.get) for out in from_record(entries)]
                 self.confirmations.expect(seq, len(outs))
                 for out in outs:
                     self._send(seq, out, 1)

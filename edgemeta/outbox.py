@@ -11,7 +11,8 @@ after ``MAX_TRIES``, so the bookkeeping never grows without bound.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .backoff import Backoff
@@ -23,25 +24,40 @@ MAX_TRIES = 5
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """One message to publish: topic, payload, MQTT 5 correlation data, retain flag."""
+    """One message to publish: topic, payload, MQTT 5 correlation data, retain flag,
+    MQTT 5 user properties."""
 
     topic: str
     payload: bytes
     correlation: bytes | None = None
     retain: bool = False
+    properties: tuple[tuple[str, str], ...] = ()
+    #: The payload is the stored value of the ``key`` property: the store keeps it,
+    #: so the outbox records it without (``refill`` reads it back for a replay).
+    from_store: bool = False
+
+
+def _record(o: Outgoing) -> list[Any]:
+    entry: list[Any] = [
+        o.topic,
+        o.payload.decode("utf-8", "replace"),
+        None if o.correlation is None else o.correlation.hex(),
+    ]
+    if o.from_store:
+        entry[1] = ""
+        entry += [o.retain, [list(p) for p in o.properties], True]
+    elif o.properties:
+        entry += [o.retain, [list(p) for p in o.properties]]
+    elif o.retain:
+        entry.append(True)
+    return entry
 
 
 def to_record(outs: list[Outgoing]) -> list[Any]:
-    """The JSON-able form of a batch's messages, as the store keeps it."""
-    return [
-        [
-            o.topic,
-            o.payload.decode("utf-8", "replace"),
-            None if o.correlation is None else o.correlation.hex(),
-        ]
-        + ([True] if o.retain else [])
-        for o in outs
-    ]
+    """The JSON-able form of a batch's messages, as the store keeps it:
+    ``[topic, payload, correlation hex or None]``, then ``retain`` when set or
+    when user properties follow (``[[name, value], ...]``)."""
+    return [_record(o) for o in outs]
 
 
 def from_record(entries: list[Any]) -> list[Outgoing]:
@@ -51,9 +67,21 @@ def from_record(entries: list[Any]) -> list[Outgoing]:
             entry[1].encode(),
             None if entry[2] is None else bytes.fromhex(entry[2]),
             bool(entry[3]) if len(entry) > 3 else False,
+            tuple((str(p[0]), str(p[1])) for p in entry[4]) if len(entry) > 4 else (),
+            bool(entry[5]) if len(entry) > 5 else False,
         )
         for entry in entries
     ]
+
+
+def refill(out: Outgoing, value_of: Callable[[str], str | None]) -> Outgoing:
+    """A replayed message whose payload the store keeps: with the value stored now
+    (empty when the key is gone: the mirror's clear)."""
+    if not out.from_store:
+        return out
+    value = value_of(dict(out.properties).get("key", ""))
+    payload = b"" if value is None else value.encode("utf-8", "surrogatepass")
+    return replace(out, payload=payload)
 
 
 def payload_bytes(outs: list[Outgoing]) -> int:

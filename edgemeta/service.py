@@ -25,6 +25,7 @@ from .bus import (
     MqttBus,
     Published,
     Subscribed,
+    SubscribeDone,
     Subscription,
 )
 from .calls import CallTable, restore_calls
@@ -39,6 +40,7 @@ from .handlers.context import CloudLink
 from .intake import Intake
 from .message import Limits, dumps
 from .metrics import MetricsServer, ServiceMetrics, stats_topic
+from .mirror import MirrorPolicy, Reconciler
 from .store import MetaStore, open_storage
 from .topics import Topics
 
@@ -106,6 +108,8 @@ class Service:
             device_policy=device_policy,
         )
         self.calls = CallTable()
+        self.mirror = MirrorPolicy.from_config(self.topics.prefix, config.mirror)
+        self.reconciler = Reconciler(self.bus, self.store, self.mirror, self.qos)
         self.delivery = Delivery(
             store=self.store,
             bus=self.bus,
@@ -114,7 +118,9 @@ class Service:
             calls=self.calls,
             metrics=self.metrics,
             qos=self.qos,
+            mirror=self.mirror,
         )
+        self.delivery.mirrored = self.reconciler.superseded
         now = time.monotonic()
         for call in restore_calls(self.store.calls()):
             # Resumed: its reply may be queued in the session, or it comes after
@@ -173,13 +179,17 @@ class Service:
         """What arrived within ``timeout``: events are handled here, work is returned."""
         work: list[Work] = []
         delivery = self.delivery
+        reconciler = self.reconciler
         size = 0
         try:
             item = self.inbox.get(timeout=max(0.0, timeout))
         except queue.Empty:
             return work
         while True:
-            if isinstance(item, Inbound):
+            if isinstance(item, Inbound) and reconciler.owns(item.topic):
+                # The mirror is edgemeta's own output: never a request.
+                reconciler.take(item)
+            elif isinstance(item, Inbound):
                 work.append(item)
                 size += len(item.payload)
             elif isinstance(item, Published):
@@ -190,7 +200,12 @@ class Service:
                 delivery.replay_outbox()
             elif isinstance(item, Subscribed):
                 delivery.resend_refused(all_now=True)
-            elif isinstance(item, (Disconnected, Failed)):
+                reconciler.connected()
+            elif isinstance(item, SubscribeDone):
+                reconciler.subscribe_done(item.mid, item.refused)
+            elif isinstance(item, Disconnected):
+                reconciler.disconnected()
+            elif isinstance(item, Failed):
                 pass  # the bus logs; a failure is seen through bus.fatal
             if len(work) >= MAX_BATCH or size >= MAX_BATCH_BYTES:
                 break
@@ -198,6 +213,7 @@ class Service:
                 item = self.inbox.get_nowait()
             except queue.Empty:
                 break
+        reconciler.flush()
         return work
 
     def _next_wait(self, now: float, *deadlines: float | None) -> float:
@@ -269,6 +285,9 @@ class Service:
                     delivery.next_resend(),
                     delivery.retry_at,
                 )
+                if self.reconciler.pumping:
+                    self.reconciler.pump()
+                    wait = 0.0
                 batch = self._take(wait)
                 now = time.monotonic()
                 batch.extend(delivery.due_calls(now))

@@ -292,9 +292,9 @@ class Session:
         self._undo.append(("calls", before))
 
     # -- revision and encryption ---------------------------------------------------
-    def bump_revision(self) -> None:
+    def bump_revision(self, count: int = 1) -> None:
         self._undo.append(("revision", self.state.revision))
-        self.state.revision += 1
+        self.state.revision += count
 
     def set_encrypted(self, key: str, encrypted: bool) -> None:
         st = self.state

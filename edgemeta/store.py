@@ -490,7 +490,8 @@ class MetaStore:
         self._by_type_ns: dict[tuple[str, str], set[str]] = {}
         self._index_undo: list[Callable[[], None]] = []
         self._table_undo: list[tuple[int | None, _Before]] = []
-        self._changes: list[tuple[str, str, str | None]] = []
+        #: (key, type, value or None, revision reached by the change), in order.
+        self._changes: list[tuple[str, str, str | None, int]] = []
         sealer = Sealer(cipher.encrypt if cipher else None, cipher.decrypt if cipher else None)
         self._session = Session(
             self._append, sealer, window=dedup_window, device_window=device_window
@@ -614,7 +615,7 @@ class MetaStore:
             self._note(doc_id, before)
             self._session.set_encrypted(key, seal or (encrypted and restype == SECRET_TYPE))
             self._session.bump_revision()
-            self._changes.append((key, restype, value))
+            self._changes.append((key, restype, value, self._session.state.revision))
 
     def put_many(self, items: Iterable[tuple[str, str, str]]) -> None:
         with self._lock:
@@ -635,7 +636,7 @@ class MetaStore:
             self._note(None, before)
             self._session.set_encrypted(key, False)
             self._session.bump_revision()
-            self._changes.append((key, restype, None))
+            self._changes.append((key, restype, None, self._session.state.revision))
             return True
 
     # Storages other than DurableStorage keep no undo of their own: each change
@@ -771,9 +772,27 @@ class MetaStore:
         """(key, type, value) of every key changed in the open transaction; None: deleted."""
         with self._lock:
             last: dict[str, tuple[str, str | None]] = {}
-            for key, restype, value in self._changes:
+            for key, restype, value, _revision in self._changes:
                 last[key] = (restype, value)
             return [(key, restype, value) for key, (restype, value) in last.items()]
+
+    def revised_changes(self) -> list[tuple[str, str, str | None, int]]:
+        """The last change of each key in the open transaction, with the revision it
+        reached, in revision order: (key, type, value or None when deleted, revision)."""
+        with self._lock:
+            last: dict[str, tuple[str, str, str | None, int]] = {}
+            for change in self._changes:
+                last.pop(change[0], None)
+                last[change[0]] = change
+            return list(last.values())
+
+    def advance_revision(self, count: int) -> int:
+        """Reserve ``count`` revisions (durable with the next commit); returns the first."""
+        with self._lock:
+            first = self._session.state.revision + 1
+            if count > 0:
+                self._session.bump_revision(count)
+            return first
 
     # -- transactions -----------------------------------------------------
     @property

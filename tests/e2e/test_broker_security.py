@@ -224,6 +224,14 @@ WRITES = [
     ("edgemeta", "beehive/meta/device/dev-1", False),
     ("edgemeta", "beehive/meta/device/edgemeta", False),
     ("edgemeta", "beehive/meta/bridge/state", False),
+    ("edgemeta", "beehive/state/default/pod/p", True),
+    ("edgemeta", "beehive/state/$reconcile/r-1", True),
+    ("edged", "beehive/state/default/pod/p", False),
+    ("edgemesh", "beehive/state/default/service/s", False),
+    ("edgehub", "beehive/state/default/pod/p", False),
+    ("observer", "beehive/state/default/pod/p", False),
+    ("dev-1", "beehive/state/default/pod/p", False),
+    ("dev-1", "beehive/state/default/device/dev-1", False),
     ("edged", "beehive/meta", True),
     ("edged", "beehive/hub", False),
     ("edged", "beehive/edged", False),
@@ -334,6 +342,14 @@ READS = [
     ("dev-1", "beehive/hub", False),
     ("dev-1", "beehive/edged", False),
     ("dev-1", "beehive/reply/dev-2/q-1", False),
+    ("edgemeta", "beehive/state/default/pod/p", True),
+    ("edged", "beehive/state/default/pod/p", True),
+    ("edgemesh", "beehive/state/default/service/s", True),
+    ("edgefunction", "beehive/state/default/configmap/c", True),
+    ("observer", "beehive/state/default/pod/p", True),
+    ("edgehub", "beehive/state/default/pod/p", False),
+    ("dev-1", "beehive/state/default/pod/p", False),
+    ("dev-1", "beehive/state/default/device/dev-1", False),
 ]
 
 
@@ -376,6 +392,7 @@ def test_wildcard_subscription_delivers_only_readable_topics(clients: Clients) -
         ("edgemeta", "beehive/hub", token()),
         ("edgemeta", "beehive/reply/dev-2/q-7", token()),
         ("dev-2", "beehive/meta/device/dev-2", token()),
+        ("edgemeta", "beehive/state/default/pod/p", token()),
     ]
     for writer, topic, payload in not_for_device:
         assert accepted(clients(writer).publish(topic, payload))

@@ -376,3 +376,22 @@ def test_environment_is_read_from_the_process_by_default(
 def test_environment_override_does_not_hide_other_errors() -> None:
     message = error_of({"mqtt": {"qos": 7}}, {"EDGEMETA_MQTT_HOST": "h"})
     assert message.startswith("mqtt.qos:")
+
+
+# -- mirror -------------------------------------------------------------------------
+
+
+def test_mirror_defaults_and_values() -> None:
+    assert parse({}).mirror.enable is True
+    assert parse({}).mirror.types == ()
+    config = parse({"mirror": {"enable": False, "types": ["pod", "*"]}})
+    assert config.mirror.enable is False
+    assert config.mirror.types == ("pod", "*")
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value"),
+    [("mirror.enable", "yes"), ("mirror.types", "pod"), ("mirror.types", ["a/b"])],
+)
+def test_bad_mirror_values_name_the_dotted_key(dotted: str, value: Any) -> None:
+    assert dotted in error_of(nest(dotted, value))

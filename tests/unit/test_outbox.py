@@ -60,3 +60,8 @@ def test_backoff_exact_without_jitter_and_bounded_with_it() -> None:
     for n in range(1, 12):
         full = min(30.0, 0.5 * 2 ** (n - 1))
         assert full / 2 <= jittered.delay(n) <= full
+
+
+def test_record_round_trip_with_user_properties() -> None:
+    outs = [Outgoing("s/t", b"v", None, True, (("key", "a/b/c"), ("revision", "3")))]
+    assert from_record(to_record(outs)) == outs
