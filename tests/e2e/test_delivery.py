@@ -154,6 +154,7 @@ def test_a_retained_insert_is_applied_at_most_once_and_stays_deleted(
         assert service.stop() == 0
         service.close()  # its status probe would not see the broker restart
         broker.restart()
+        probe.wait_reconnected()
         service.start()
         assert service.stop() == 0
         service.start()
