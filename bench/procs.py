@@ -113,6 +113,7 @@ class Edgemeta(Forwarder):
         *,
         fsync: bool = True,
         patches: str = "",
+        mirror: bool = True,
     ) -> None:
         work.mkdir(parents=True, exist_ok=True)
         self.db_path = work / "edgemeta.json"
@@ -128,6 +129,7 @@ class Edgemeta(Forwarder):
             "database": {"path": str(self.db_path), "fsync": fsync},
             # The periodic pod status sync is not part of the load.
             "modules": {"metaManager": {"podStatusSyncInterval": 3600}},
+            "mirror": {"enable": mirror},
         }
         config_path = work / "edge.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -116,7 +116,7 @@ def mqtt_round(
     log(f"  round {n}: echo {out['echo']['throughput']:,.0f} msgs/s")
 
     prefix = f"bench/{tag}/{n}/edgemeta"
-    with Edgemeta(broker, prefix, work / f"edgemeta-{n}") as edge:
+    with Edgemeta(broker, prefix, work / f"edgemeta-{n}", mirror=cfg["mirror"]) as edge:
         out["edgemeta"] = measure(
             broker, prefix, edge, *tp, "--answers", "--tag", f"{tag}m{n}", quiet=quiet
         )
@@ -129,7 +129,7 @@ def mqtt_round(
             broker, prefix, echo, *lat, "--tag", f"{tag}el{n}", quiet=quiet
         )
     prefix = f"bench/{tag}/{n}/edgemeta-lat"
-    with Edgemeta(broker, prefix, work / f"edgemeta-lat-{n}") as edge:
+    with Edgemeta(broker, prefix, work / f"edgemeta-lat-{n}", mirror=cfg["mirror"]) as edge:
         out["edgemeta_latency"] = measure(
             broker, prefix, edge, *lat, "--answers", "--tag", f"{tag}ml{n}", quiet=quiet
         )
@@ -284,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         "--no-wait", action="store_true", help="do not wait for other load to calm down"
     )
     parser.add_argument("--tmp-dir", type=Path, help="where databases go (default: $TMPDIR)")
+    parser.add_argument(
+        "--no-mirror", action="store_true", help="edgemeta with mirror.enable: false"
+    )
     args = parser.parse_args(argv)
     if args.quick and "--runs" not in " ".join(argv or sys.argv):
         args.runs = 1
@@ -291,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = {
         "window": args.window,
         "size": args.size,
+        "mirror": not args.no_mirror,
         "rate": args.rate,
         "warmup": 0.5 if quick else 1.0,
         "duration": args.duration or (2.0 if quick else 5.0),
