@@ -69,9 +69,11 @@ def test_updates_deletes_and_list_inserts_come_in_order_with_growing_revisions(
     service: EdgemetaProcess, edge: Edge, prefix: str
 ) -> None:
     wait_reconciled(service)
+    # Each committed on its own (answered before the next is sent): a batch that
+    # holds several changes of one key publishes only its last state.
     edge.insert("default/configmap/c", {"v": 1})
-    edge.send("update", "default/configmap/c", "edgecontroller", {"v": 2})
-    edge.send("delete", "default/configmap/c", "edgecontroller")
+    edge.ok(edge.send("update", "default/configmap/c", "edgecontroller", {"v": 2}), edge.hub)
+    edge.ok(edge.send("delete", "default/configmap/c", "edgecontroller"), edge.hub)
     items = [
         {"metadata": {"namespace": "default", "name": "web"}},
         {"metadata": {"namespace": "other", "name": "db"}},
