@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--window", type=int, default=500)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results")
+    parser.add_argument("--no-mirror", action="store_true", help="edgemeta with mirror.enable: false")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     spy = py_spy()
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         with BenchBroker(work / "broker") as broker:
             prefix = "bench/profile"
-            with Edgemeta(broker, prefix, work / "edgemeta") as edge:
+            with Edgemeta(broker, prefix, work / "edgemeta", mirror=not args.no_mirror) as edge:
                 raw_path = args.out / "profile.txt"
                 load = ["--window", str(args.window), "--answers", "--warmup", "0.5"]
                 sampler = subprocess.Popen(

@@ -26,6 +26,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from .backoff import Backoff
 from .config import MqttConfig
 from .errors import BusError
+from .mqtt5props import pack_publish_properties
 from .wire import GatheringSocket
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,21 @@ def _reason_text(rc: Any) -> str:
     if text == "Unspecified error":
         return "connection closed by the broker or the network"
     return text
+
+
+class _Packed(Properties):
+    """PUBLISH properties packed once (``mqtt5props``): what paho sends, without
+    building its ``Properties`` field by field for every message."""
+
+    _packed: bytes
+
+    def __init__(self, packed: bytes) -> None:
+        # Not Properties.__init__: its tables are the cost this class avoids.
+        object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
+        object.__setattr__(self, "_packed", packed)
+
+    def pack(self) -> bytes:
+        return self._packed
 
 
 class MqttBus:
@@ -533,16 +549,14 @@ class MqttBus:
         user_properties: Sequence[tuple[str, str]] = (),
     ) -> int:
         """Queue a publish (paho keeps QoS>0 messages across reconnects); returns its mid."""
-        props = None
-        if self._v5 and (correlation is not None or response_topic is not None or user_properties):
-            props = Properties(PacketTypes.PUBLISH)
-            if correlation is not None:
-                props.CorrelationData = correlation
-            if response_topic is not None:
-                props.ResponseTopic = response_topic
-            if user_properties:
-                props.UserProperty = list(user_properties)
         try:
+            props = None
+            if self._v5 and (
+                correlation is not None or response_topic is not None or user_properties
+            ):
+                props = _Packed(
+                    pack_publish_properties(correlation, response_topic, user_properties)
+                )
             info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         except ValueError as exc:
             raise BusError(f"cannot publish to {topic!r}: {exc}") from exc

@@ -45,11 +45,11 @@ def state_topic(prefix: str, key: str) -> str | None:
     """``<prefix>/state/<key>``; None for a key that cannot be one topic (never expected:
     keys are checked when stored, but a wildcard here would publish nowhere or everywhere)."""
     parts = key.split("/")
-    if len(parts) < 2 or any(not p for p in parts) or parts[0] == MARKER_LEVEL:
+    if len(parts) < 2 or "" in parts or parts[0] == MARKER_LEVEL:
         return None
-    if any(c in key for c in "+#\x00"):
+    if "+" in key or "#" in key or "\x00" in key:
         return None
-    return f"{state_root(prefix)}/{key}"
+    return f"{prefix}/{STATE_LEVEL}/{key}"
 
 
 def key_of(prefix: str, topic: str) -> str | None:

@@ -45,9 +45,9 @@ def _record(o: Outgoing) -> list[Any]:
     ]
     if o.from_store:
         entry[1] = ""
-        entry += [o.retain, [list(p) for p in o.properties], True]
+        entry += [o.retain, o.properties, True]  # pairs: JSON arrays
     elif o.properties:
-        entry += [o.retain, [list(p) for p in o.properties]]
+        entry += [o.retain, o.properties]
     elif o.retain:
         entry.append(True)
     return entry

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 import queue
 import threading
@@ -51,6 +52,9 @@ MAX_BATCH_BYTES = 4 << 20
 SHUTDOWN_DRAIN = 3.0  # of the 10 s a stop may take (SPEC section 6)
 #: After a batch of this many payload bytes, freed memory is handed back to the system.
 TRIM_AFTER_BYTES = 16 << 20
+#: Generation 0 collected after 20,000 net allocations instead of 700: a batch
+#: allocates thousands of short-lived objects, almost none of them in cycles.
+GC_THRESHOLDS = (20_000, 20, 20)
 
 #: Put in the inbox by a signal handler: the loop wakes at once and sees the stop.
 WAKE = object()
@@ -266,6 +270,10 @@ class Service:
             if stop.is_set():
                 return status
             self._serve_metrics()
+            # What start-up loaded (the store's records above all) stays: the cyclic
+            # collector need not walk it again at every collection of the old generation.
+            gc.freeze()
+            gc.set_threshold(*GC_THRESHOLDS)
             self.bus.start()
             next_sync = time.monotonic() + interval
             stats_every = self.config.metrics.statsInterval

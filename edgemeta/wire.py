@@ -31,7 +31,9 @@ class GatheringSocket:
 
     def __init__(self, sock: socket.socket | ssl.SSLSocket) -> None:
         self._sock = sock
-        self._rbuf = bytearray()
+        # What one large read brought and paho has not taken yet: _rbuf[_rpos:].
+        self._rbuf = b""
+        self._rpos = 0
         self._wbuf = bytearray()
         self._lock = threading.Lock()
         self._corked = 0
@@ -43,18 +45,20 @@ class GatheringSocket:
 
     def pending(self) -> int:
         inner = self._sock.pending() if isinstance(self._sock, ssl.SSLSocket) else 0
-        return len(self._rbuf) + inner
+        return len(self._rbuf) - self._rpos + inner
 
     def recv(self, size: int) -> bytes:
         # Only paho's network thread reads.
-        if not self._rbuf:
+        buf, pos = self._rbuf, self._rpos
+        if pos >= len(buf):
             data = self._sock.recv(READ_SIZE)
             if len(data) <= size:
                 return data
-            self._rbuf += data
-        chunk = bytes(self._rbuf[:size])
-        del self._rbuf[:size]
-        return chunk
+            buf, pos = data, 0
+            self._rbuf = data
+        end = pos + size
+        self._rpos = end
+        return buf[pos:end]
 
     def send(self, data: bytes | bytearray | memoryview) -> int:
         with self._lock:
