@@ -151,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--window", type=int, default=500)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results")
-    parser.add_argument("--no-mirror", action="store_true", help="edgemeta with mirror.enable: false")
+    parser.add_argument(
+        "--no-mirror", action="store_true", help="edgemeta with mirror.enable: false"
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     spy = py_spy()

@@ -44,33 +44,17 @@ mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 : >"$dir/pids"
 
-pids=()
-names=()
+. scripts/lib/children.sh
+children_pidfile=$dir/pids
 
 cleanup() {
     trap - EXIT INT TERM
-    local i
-    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-        if kill -0 "${pids[$i]}" 2>/dev/null; then
-            echo "cluster: stopping ${names[$i]}"
-            kill -TERM "${pids[$i]}" 2>/dev/null || true
-            wait "${pids[$i]}" 2>/dev/null || true
-        fi
-    done
+    stop_children cluster
     echo "cluster: stopped"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-start() { # NAME LOG COMMAND...
-    local name=$1 log=$2
-    shift 2
-    "$@" </dev/null >"$log" 2>&1 &
-    pids+=("$!")
-    names+=("$name")
-    echo "$name $!" >>"$dir/pids"
-}
 
 # An MQTT 3.1.1 QoS 1 publish that the server acknowledges: the MQTT
 # listener is up and JetStream has its streams.
@@ -111,7 +95,7 @@ for i in 1 2 3; do
     mkdir -p "$dir/nats-$i"
     scripts/render-nats-conf.sh "nats-$i" "$host" "$(client_port "$i")" "$(mqtt_port "$i")" \
         "$(route_port "$i")" "$dir/nats-$i" "${routes[@]}" >"$dir/nats-$i.conf"
-    start "nats-$i" "$dir/nats-$i.log" "$nats" -c "$dir/nats-$i.conf"
+    start_child "nats-$i" "$dir/nats-$i.log" "$nats" -c "$dir/nats-$i.conf"
 done
 for i in 1 2 3; do
     wait_mqtt "$(mqtt_port "$i")" "nats-$i"
@@ -129,7 +113,7 @@ for n in "${!nodes[@]}"; do
     # As root, mosquitto would switch to the `mosquitto` user, which may not
     # be able to write under $CLUSTER_DIR.
     [ "$(id -u)" -ne 0 ] || echo "user root" >>"$conf"
-    start "mosquitto-$node" "$dir/$node/mosquitto.out" "$mosquitto" -c "$conf"
+    start_child "mosquitto-$node" "$dir/$node/mosquitto.out" "$mosquitto" -c "$conf"
 done
 for n in "${!nodes[@]}"; do
     node=${nodes[$n]}
@@ -145,7 +129,7 @@ modules:
   metaManager:
     podStatusSyncInterval: 60
 YAML
-    start "edgemeta-$node" "$dir/$node/edgemeta.log" "$edgemeta" run --config "$dir/$node/edge.yaml"
+    start_child "edgemeta-$node" "$dir/$node/edgemeta.log" "$edgemeta" run --config "$dir/$node/edge.yaml"
 done
 for n in "${!nodes[@]}"; do
     node=${nodes[$n]}
@@ -158,7 +142,7 @@ mqtt:
   port: $(mqtt_port $((n + 1)))
   topicPrefix: beehive/$node
 YAML
-    start "sim-cloud-$node" "$dir/$node/sim-cloud.log" "$edgemeta" sim cloud \
+    start_child "sim-cloud-$node" "$dir/$node/sim-cloud.log" "$edgemeta" sim cloud \
         --objects examples/objects --push --no-connection --config "$dir/$node/cloud.yaml"
 done
 

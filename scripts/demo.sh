@@ -27,20 +27,10 @@ read -r host port prefix < <(
 m = load_config(sys.argv[1]).mqtt; print(m.host, m.port, m.topicPrefix)' "$config"
 )
 
-pids=()
-names=()
-broker_pid=""
-
+. scripts/lib/children.sh
 cleanup() {
     trap - EXIT INT TERM
-    local i
-    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-        if kill -0 "${pids[$i]}" 2>/dev/null; then
-            echo "demo: stopping ${names[$i]}"
-            kill -TERM "${pids[$i]}" 2>/dev/null || true
-            wait "${pids[$i]}" 2>/dev/null || true
-        fi
-    done
+    stop_children demo
     if [ -n "$broker_pid" ] && kill -0 "$broker_pid" 2>/dev/null; then
         echo "demo: stopping mosquitto"
         kill -TERM "$broker_pid"
@@ -52,14 +42,6 @@ trap 'exit 130' INT TERM
 
 listening() {
     timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$host" "$1" 2>/dev/null
-}
-
-start() { # NAME LOG COMMAND...
-    local name=$1 log=$2
-    shift 2
-    "$@" </dev/null >"$log" 2>&1 &
-    pids+=("$!")
-    names+=("$name")
 }
 
 start_broker() { # PORT
@@ -117,11 +99,11 @@ if "${edgemeta[@]}" health --timeout 2 -c "$config" >/dev/null 2>&1; then
     echo "demo: an edgemeta is already online on prefix $prefix; using it"
 else
     rm -f "$demo"/edgemeta.json "$demo"/edgemeta.json.*
-    EDGEMETA_DB_PATH=$demo/edgemeta.json start edgemeta "$demo/edgemeta.log" \
+    EDGEMETA_DB_PATH=$demo/edgemeta.json start_child edgemeta "$demo/edgemeta.log" \
         "${edgemeta[@]}" run --config "$config"
     tries=60
     until "${edgemeta[@]}" health --timeout 1 -c "$config" >/dev/null 2>&1; do
-        if ! kill -0 "${pids[-1]}" 2>/dev/null || [ "$tries" -eq 0 ]; then
+        if ! kill -0 "${child_pids[-1]}" 2>/dev/null || [ "$tries" -eq 0 ]; then
             echo "demo: edgemeta did not come online; tail of $demo/edgemeta.log:" >&2
             tail -n 20 "$demo/edgemeta.log" >&2
             exit 1
@@ -132,12 +114,12 @@ else
     echo "demo: edgemeta online (log: $demo/edgemeta.log, database: $demo/edgemeta.json)"
 fi
 
-start "sim edged" "$demo/edged.log" "${edgemeta[@]}" sim edged -c "$config" --rate 0.5
+start_child "sim edged" "$demo/edged.log" "${edgemeta[@]}" sim edged -c "$config" --rate 0.5
 # edged first, so it hears of the pods the cloud pushes.
 sleep 1
-start "sim cloud" "$demo/cloud.log" \
+start_child "sim cloud" "$demo/cloud.log" \
     "${edgemeta[@]}" sim cloud -c "$config" --objects examples/objects --push
-start "sim device" "$demo/devices.log" \
+start_child "sim device" "$demo/devices.log" \
     "${edgemeta[@]}" sim device -c "$config" --count 3 --rate 0.2 -q
 
 env_hint=""

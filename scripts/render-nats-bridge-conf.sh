@@ -17,63 +17,24 @@
 #       127.0.0.1:1891 127.0.0.1:1892 127.0.0.1:1893 > /tmp/edge-a/edge.conf
 set -eu
 
+. "$(dirname "$0")/lib/render.sh"
+
 usage() {
     echo "usage: $0 [--conf-d] [--keepalive SECONDS] NODE LOCAL_PORT DATA_DIR SERVER..." >&2
     exit 2
 }
 
-fail() {
-    echo "$0: $1" >&2
-    exit 2
-}
-
-check_port() {
-    case "$2" in
-        '' | *[!0-9]*) fail "$1 must be a port number, got '$2'" ;;
-    esac
-    [ "$2" -ge 1 ] && [ "$2" -le 65535 ] || fail "$1 must be within 1-65535, got '$2'"
-}
-
-conf_d=false
 keepalive=10
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --conf-d) conf_d=true; shift ;;
-        --keepalive)
-            [ $# -ge 2 ] || usage
-            keepalive=$2
-            shift 2
-            ;;
-        -*) usage ;;
-        *) break ;;
-    esac
-done
+bridge_options "$@"
+shift "$shifted"
 [ $# -ge 4 ] || usage
 
 node=$1
 local_port=$2
-data_dir=$3
-shift 3
-
-case "$node" in
-    '' | *[!A-Za-z0-9._-]*) fail "NODE must be letters, digits, '.', '_' or '-', got '$node'" ;;
-esac
+check_name NODE "$node"
 check_port LOCAL_PORT "$local_port"
-case "$keepalive" in
-    '' | *[!0-9]*) fail "--keepalive must be a whole number of seconds, got '$keepalive'" ;;
-esac
-[ "$keepalive" -ge 2 ] && [ "$keepalive" -le 65535 ] || fail "--keepalive must be within 2-65535, got '$keepalive'"
-case "$data_dir" in
-    /*) ;;
-    *) fail "DATA_DIR must be an absolute path, got '$data_dir'" ;;
-esac
-case "$data_dir" in
-    *[\|\&\\[:space:]]*) fail "DATA_DIR must not contain '|', '&', '\\' or spaces" ;;
-esac
-case "$data_dir" in
-    */) ;;
-    *) data_dir="$data_dir/" ;;
-esac
+data_dir=$(absolute_dir DATA_DIR "$3")
+shift 3
 
 addresses=""
 for server in "$@"; do
@@ -89,11 +50,7 @@ done
 template="$(dirname "$0")/../deploy/edge-bridge-nats.conf"
 [ -r "$template" ] || fail "template not found: $template"
 
-if $conf_d; then
-    standalone='/^# BEGIN standalone$/,/^# END standalone$/d'
-else
-    standalone='/^# \(BEGIN\|END\) standalone$/d'
-fi
+standalone=$(standalone_filter)
 
 sed \
     -e "$standalone" \

@@ -17,17 +17,7 @@
 #       127.0.0.1:6232 127.0.0.1:6233 > nats-1.conf
 set -eu
 
-fail() {
-    echo "$0: $1" >&2
-    exit 2
-}
-
-check_port() {
-    case "$2" in
-        '' | *[!0-9]*) fail "$1 must be a port number, got '$2'" ;;
-    esac
-    [ "$2" -ge 1 ] && [ "$2" -le 65535 ] || fail "$1 must be within 1-65535, got '$2'"
-}
+. "$(dirname "$0")/lib/render.sh"
 
 [ $# -ge 7 ] || {
     echo "usage: $0 NAME HOST CLIENT_PORT MQTT_PORT CLUSTER_PORT STORE_DIR ROUTE..." >&2
@@ -39,25 +29,14 @@ host=$2
 client_port=$3
 mqtt_port=$4
 cluster_port=$5
-store_dir=$6
-shift 6
-
-case "$name" in
-    '' | *[!A-Za-z0-9._-]*) fail "NAME must be letters, digits, '.', '_' or '-', got '$name'" ;;
-esac
-case "$host" in
-    '' | *[!A-Za-z0-9.-]*) fail "HOST must be a host name or IPv4 address, got '$host'" ;;
-esac
+check_name NAME "$name"
+check_host HOST "$host"
 check_port CLIENT_PORT "$client_port"
 check_port MQTT_PORT "$mqtt_port"
 check_port CLUSTER_PORT "$cluster_port"
-case "$store_dir" in
-    /*) ;;
-    *) fail "STORE_DIR must be an absolute path, got '$store_dir'" ;;
-esac
-case "$store_dir" in
-    *[\|\&\\\"[:space:]]*) fail "STORE_DIR must not contain '|', '&', '\\', '\"' or spaces" ;;
-esac
+store_dir=$6
+absolute_dir STORE_DIR "$store_dir" >/dev/null
+shift 6
 
 routes=""
 for route in "$@"; do
