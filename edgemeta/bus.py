@@ -69,6 +69,8 @@ class Inbound:
     correlation: bytes | None
     session: int
     retain: bool = False
+    #: MQTT 5 user properties, in the order sent (empty on MQTT 3.1.1).
+    user_properties: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +368,9 @@ class MqttBus:
             props = getattr(msg, "properties", None)
             response_topic = getattr(props, "ResponseTopic", None) if props else None
             correlation = getattr(props, "CorrelationData", None) if props else None
+            user_properties = tuple(
+                (str(k), str(v)) for k, v in (getattr(props, "UserProperty", None) or ())
+            )
             payload = bytes(msg.payload)
             if self._persistent:  # a tool's messages are acknowledged by paho itself
                 with self._unread_lock:
@@ -381,6 +386,7 @@ class MqttBus:
                     correlation,
                     self._session,
                     bool(msg.retain),
+                    user_properties,
                 )
             )
         except Exception:

@@ -278,9 +278,11 @@ class Delivery:
             store.mark_device_seen(state.device_seen)
             if self.mirror is not None and self.mirror.enable:
                 # In the outbox with the rest: a crash before they are confirmed
-                # republishes them at the next start.
+                # republishes them at the next start. Before the answers: the broker
+                # handles one connection's packets in order, so whoever got an answer
+                # reads the mirror with that change in it.
                 mirrored = self.mirror.changes(store.revised_changes())
-                state.outs.extend(mirrored)
+                state.outs[:0] = mirrored
                 if mirrored and self.mirrored is not None:
                     self.mirrored(mirrored)
             state_seq = store.add_outbox(to_record(state.outs)) if state.outs else 0

@@ -42,6 +42,8 @@ class Received:
     response_topic: str | None
     correlation: bytes | None
     at: float
+    #: MQTT 5 user properties (empty on MQTT 3.1.1).
+    properties: tuple[tuple[str, str], ...] = ()
 
     def message(self) -> Message | None:
         """The beehive message in the payload, or None when it is none."""
@@ -179,6 +181,7 @@ class BrokerClient:
                         event.response_topic,
                         event.correlation,
                         time.time(),
+                        event.user_properties,
                     )
                 )
                 return

@@ -1,4 +1,10 @@
-"""``edgemeta get RESOURCE`` and ``edgemeta list TYPE``: ask edgemeta what it stores."""
+"""``edgemeta get KEY`` and ``edgemeta list TYPE``: what a node stores.
+
+Both read the state mirror (``mirror_reader``): no query round trip, no
+database file. ``get`` falls back to a ``query`` over MQTT for what the
+mirror does not hold (a type not mirrored, a key not there), and ``--from``
+forces either; ``list`` does for a type the config does not mirror.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +16,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..config import Config
 from ..errors import EdgemetaError
 from ..message import OP_ERROR, OP_QUERY, new_message, text_value
+from ..mirror import MirrorPolicy, state_topic
 from ..store import MetaStore, open_storage
 from ..topics import META_GROUP
 from .client import BrokerClient, reply_topic
@@ -29,21 +34,60 @@ from .common import (
     guarded,
     note,
     positive_seconds,
-    pretty_json,
     say,
     tool_client_id,
     tool_config,
     tool_topics,
 )
 from .db import copy_consistent
+from .listing import OUTPUTS, render, render_value
+from .mirror_reader import (
+    MirrorUnavailable,
+    StateObject,
+    check_namespace,
+    check_type,
+    read_snapshot,
+    state_filter,
+)
 from .send import ask
 
-EPILOG = (
+ALL_TYPES = "all"
+SOURCES = ("auto", "mirror", "query")
+
+GET_EPILOG = (
     """\
-The query goes over MQTT with source edged, so edgemeta answers from its store
-(configmaps, secrets and the like go to the cloud only when it is connected
-and the store has no answer). Stored values that are JSON text are shown as
-JSON; -o json / -o yaml print them for scripts.
+By default (--from auto) get reads the node's state mirror (retained
+<prefix>/state/<key>, README "State mirror"): no query round trip, and the
+database file is not touched. A key the mirror does not hold (a type the
+config does not mirror, such as secret by default, or mirror.enable: false;
+or a key not there) is asked of edgemeta with a query (source edged), which
+may ask the cloud; stderr says so. --from mirror / --from query forces one.
+-o json / -o yaml print the value alone (parsed when it is JSON text).
+
+examples:
+  edgemeta get default/pod/nginx -o yaml
+  edgemeta get configmap/app-cfg -n kube-system
+  edgemeta get default/secret/gateway-token        not mirrored: a query
+
+"""
+    + EXIT_CODES_EPILOG
+)
+
+LIST_EPILOG = (
+    """\
+list reads the node's state mirror, ordered by key: NAME is the key
+(<namespace>/<type>/<name>), VALUE a preview of the stored value. A type the
+config does not mirror (secret by default) is asked of edgemeta with a query
+instead (one namespace only); --from forces either. TYPE "all": every type.
+-o wide adds TYPE, REVISION and SIZE (bytes); -o name prints the keys;
+-o json / -o yaml a list of {"key", "type", "revision", "value"} (value
+parsed when it is JSON text; revision null when it is not known).
+
+examples:
+  edgemeta list pod
+  edgemeta list configmap -A -o wide
+  edgemeta list all -n kube-system -o name
+
 """
     + EXIT_CODES_EPILOG
 )
@@ -54,9 +98,16 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-o",
         "--output",
-        choices=["table", "json", "yaml"],
+        choices=OUTPUTS,
         default="table",
-        help="table (default), json or yaml",
+        help="table (default), wide, name, json or yaml",
+    )
+    parser.add_argument(
+        "--from",
+        dest="source",
+        choices=SOURCES,
+        default="auto",
+        help="read the state mirror, or query edgemeta (default auto: the mirror, else a query)",
     )
     parser.add_argument(
         "--timeout",
@@ -72,21 +123,29 @@ def register(commands: Any) -> None:
     get = add_command(
         commands,
         "get",
-        help="show one stored resource",
-        description="Query one resource: <namespace>/<type>/<name>, or <type>/<name> with -n.",
-        epilog="example:  edgemeta get default/pod/nginx -o yaml\n\n" + EPILOG,
+        help="show one stored resource (from the state mirror)",
+        description="Show one resource: <namespace>/<type>/<name>, or <type>/<name> with -n.",
+        epilog=GET_EPILOG,
     )
-    get.add_argument("resource", metavar="RESOURCE")
+    get.add_argument("resource", metavar="KEY")
     _add_common(get)
     get.set_defaults(handler=run_get)
     lst = add_command(
         commands,
         "list",
-        help="list the stored resources of a type in a namespace",
-        description="Query every resource of TYPE in a namespace (ordered by key).",
-        epilog="example:  edgemeta list pod -n kube-system\n\n" + EPILOG,
+        help="list the stored resources of a type (from the state mirror)",
+        description="List every resource of TYPE in a namespace, or in all of them (-A).",
+        epilog=LIST_EPILOG,
     )
-    lst.add_argument("type", metavar="TYPE", help="pod, configmap, podstatus, service, ...")
+    lst.add_argument(
+        "type", metavar="TYPE", help="pod, configmap, podstatus, service, ...; all: every type"
+    )
+    lst.add_argument(
+        "-A",
+        "--all-namespaces",
+        action="store_true",
+        help="every namespace (NAME shows each key's namespace)",
+    )
     _add_common(lst)
     lst.set_defaults(handler=run_list)
 
@@ -161,14 +220,6 @@ def _keys(
     return keys
 
 
-def _values(content: Any) -> list[Any]:
-    """A query answer as a list of JSON values (stored strings parsed when they are JSON)."""
-    if isinstance(content, str):
-        content = text_value(content)
-    items = content if isinstance(content, list) else [content]
-    return [text_value(v) if isinstance(v, str) else v for v in items]
-
-
 def _key(value: Any, namespace: str, restype: str) -> str | None:
     if isinstance(value, dict):
         meta = value.get("metadata")
@@ -179,33 +230,42 @@ def _key(value: Any, namespace: str, restype: str) -> str | None:
     return None
 
 
-def _compact(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+def _query_objects(
+    args: argparse.Namespace, config: Config, resource: str, restype: str
+) -> list[StateObject]:
+    """The answer of a query as objects (no revision: a query does not tell it)."""
+    raw = _raw(_query(args, resource, config))
+    if resource.count("/") >= 2:
+        keys: list[str | None] = [resource] * len(raw)
+    else:
+        namespace = resource.split("/")[0]
+        stored = _local_keys(config, namespace, restype) if raw else []
+        keys = _keys(raw, stored, namespace, restype)
+        keys = [key or f"{namespace}/{restype}/?" for key in keys]
+    return [
+        StateObject(key or resource, restype, None, _text(item).encode("utf-8", "surrogatepass"))
+        for key, item in zip(keys, raw, strict=True)
+    ]
 
 
-def table(rows: list[tuple[str, str, str]]) -> str:
-    """KEY / TYPE / VALUE columns; on a terminal the value is cut to the screen width."""
-    headers = ("KEY", "TYPE", "VALUE")
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(2)]
-    limit = shutil.get_terminal_size().columns if sys.stdout.isatty() else 0
-    lines = []
-    for key, restype, value in [headers, *rows]:
-        line = f"{key:<{widths[0]}}  {restype:<{widths[1]}}  {value}"
-        if limit and len(line) > limit:
-            line = line[: max(limit - 1, 0)] + "…"
-        lines.append(line.rstrip())
-    return "\n".join(lines)
+def _text(item: Any) -> str:
+    if isinstance(item, str):
+        return item
+    return json.dumps(item, separators=(",", ":"), ensure_ascii=False)
 
 
-def _print(values: list[Any], output: str, single: bool) -> None:
-    if output == "json":
-        say(pretty_json(values[0] if single else values))
-    elif output == "yaml":
-        data = values[0] if single else values
-        sys.stdout.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-        sys.stdout.flush()
+def _mirror(args: argparse.Namespace, config: Config, topic_filter: str) -> dict[str, StateObject]:
+    prefix = config.mqtt.topicPrefix
+    with BrokerClient(config.mqtt, name="mirror", client_id=tool_client_id(args)) as client:
+        return read_snapshot(client, prefix, topic_filter, args.timeout).objects
+
+
+def _width() -> int:
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else 0
+
+
+def _policy(config: Config) -> MirrorPolicy:
+    return MirrorPolicy.from_config(config.mqtt.topicPrefix, config.mirror)
 
 
 @guarded("get")
@@ -213,41 +273,77 @@ def run_get(args: argparse.Namespace) -> int:
     resource = full_resource(args.resource, args.namespace)
     if resource.count("/") < 2:
         raise CommandError(f"{resource!r} names no resource; use `edgemeta list`", EXIT_USAGE)
-    values = _values(_query(args, resource))
-    if not values:
+    restype = resource.split("/")[1]
+    config = tool_config(args)
+    found: StateObject | None = None
+    source = args.source
+    if source == "auto" and not _policy(config).mirrors(restype):
+        note(
+            f"edgemeta get: {restype} is not mirrored (mirror.enable, mirror.types); "
+            "asking edgemeta"
+        )
+        source = "query"
+    if source != "query":
+        topic = state_topic(config.mqtt.topicPrefix, resource)
+        if topic is None:
+            raise CommandError(f"{resource!r} cannot be a key", EXIT_USAGE)
+        try:
+            found = _mirror(args, config, topic).get(resource)
+        except MirrorUnavailable as exc:
+            if source == "mirror":
+                raise
+            note(f"edgemeta get: {exc}; asking edgemeta")
+        else:
+            if found is None and source == "auto":
+                note(
+                    f"edgemeta get: {resource} is not in the mirror; "
+                    "asking edgemeta (it may ask the cloud)"
+                )
+        if found is None and source == "auto":
+            source = "query"
+    if found is None and source == "query":
+        objects = _query_objects(args, config, resource, restype)
+        found = objects[0] if objects else None
+    if found is None:
         note(f"edgemeta get: {resource} not found")
         return EXIT_FAIL
-    if args.output != "table":
-        _print(values, args.output, single=len(values) == 1)
-        return EXIT_OK
-    restype = resource.split("/")[1]
-    say(table([(resource, restype, _compact(v)) for v in values]))
+    say(render_value(found, args.output, _width()))
     return EXIT_OK
 
 
 @guarded("list")
 def run_list(args: argparse.Namespace) -> int:
-    restype = args.type
-    if not restype or "/" in restype:
-        raise CommandError(f"{restype!r} is not a resource type", EXIT_USAGE)
-    namespace = args.namespace
+    restype = None if args.type == ALL_TYPES else check_type(args.type)
+    namespace = None if args.all_namespaces else check_namespace(args.namespace)
     config = tool_config(args)
-    raw = _raw(_query(args, f"{namespace}/{restype}", config))
-    keys = _keys(raw, _local_keys(config, namespace, restype) if raw else [], namespace, restype)
-    values = _values(raw)
-    if args.output != "table":
-        records = [
-            {"key": key, "type": restype, "value": value}
-            for key, value in zip(keys, values, strict=True)
-        ]
-        _print(records, args.output, single=False)
+    source = args.source
+    if source == "auto" and restype is not None and not _policy(config).mirrors(restype):
+        note(
+            f"edgemeta list: {restype} is not mirrored (mirror.enable, mirror.types); "
+            "asking edgemeta"
+        )
+        source = "query"
+    objects: list[StateObject] | None = None
+    if source != "query":
+        topic_filter = state_filter(config.mqtt.topicPrefix, namespace, restype)
+        try:
+            by_key = _mirror(args, config, topic_filter)
+        except MirrorUnavailable as exc:
+            if source == "mirror" or restype is None or namespace is None:
+                raise
+            note(f"edgemeta list: {exc}; asking edgemeta")
+        else:
+            objects = [by_key[key] for key in sorted(by_key)]
+    if objects is None:
+        if restype is None or namespace is None:
+            raise CommandError(
+                "a query lists one type in one namespace: no `all`, no -A", EXIT_USAGE
+            )
+        objects = _query_objects(args, config, f"{namespace}/{restype}", restype)
+    if not objects and args.output not in ("json", "yaml"):
+        what = "resource" if restype is None else restype
+        where = "any namespace" if namespace is None else f"namespace {namespace}"
+        note(f"no {what} in {where}")
         return EXIT_OK
-    if not values:
-        note(f"no {restype} in namespace {namespace}")
-        return EXIT_OK
-    rows = [
-        (key or f"{namespace}/{restype}/?", restype, _compact(value))
-        for key, value in zip(keys, values, strict=True)
-    ]
-    say(table(rows))
+    say(render(objects, args.output, _width()))
     return EXIT_OK

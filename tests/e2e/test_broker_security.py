@@ -261,6 +261,11 @@ WRITES = [
     ("dev-1", "beehive/meta/status", False),
     ("dev-1", "beehive/hub", False),
     ("dev-1", "beehive/reply/dev-1/q-1", False),
+    ("observer", "beehive/tool/observer/end-1", True),
+    ("observer", "beehive/tool/edged/end-1", False),
+    ("edged", "beehive/tool/edged/end-1", True),
+    ("dev-1", "beehive/tool/dev-1/end-1", True),
+    ("dev-1", "beehive/tool/dev-2/end-1", False),
 ]
 
 
@@ -350,6 +355,10 @@ READS = [
     ("edgehub", "beehive/state/default/pod/p", False),
     ("dev-1", "beehive/state/default/pod/p", False),
     ("dev-1", "beehive/state/default/device/dev-1", False),
+    ("observer", "beehive/tool/observer/end-1", True),
+    ("edged", "beehive/tool/edged/end-1", True),
+    ("edged", "beehive/tool/edgemesh/end-1", False),
+    ("dev-1", "beehive/tool/dev-2/end-1", False),
 ]
 
 
@@ -358,6 +367,8 @@ def writer_of(topic: str) -> str:
         return "edged"
     if topic.startswith("beehive/meta/device/"):
         return topic.rsplit("/", 1)[1]
+    if topic.startswith("beehive/tool/"):
+        return topic.split("/")[2]
     return "edgemeta"
 
 

@@ -1,4 +1,4 @@
-"""`edgemeta get` and `edgemeta list`: a query over MQTT, printed as a table, JSON or YAML."""
+"""`edgemeta get` and `edgemeta list`: the state mirror, printed as a table, JSON or YAML."""
 
 from __future__ import annotations
 
@@ -35,10 +35,12 @@ def test_get_prints_a_table_with_the_stored_json(pods: EdgemetaProcess) -> None:
 
     assert done.returncode == 0, done.stderr
     header, row = done.stdout.splitlines()
-    assert header.split() == ["KEY", "TYPE", "VALUE"]
-    key, restype, value = row.split(maxsplit=2)
-    assert (key, restype) == ("default/pod/web", "pod")
-    assert json.loads(value) == WEB
+    assert header.split() == ["NAME", "VALUE"]
+    key, value = row.split(maxsplit=1)
+    assert key == "default/pod/web"
+    # A preview: the start of the stored JSON, cut at 60 characters.
+    assert len(value) == 60 and value.endswith("…")
+    assert json.dumps(WEB, separators=(",", ":")).startswith(value[:-1])
 
 
 def test_get_accepts_type_slash_name_with_a_namespace(pods: EdgemetaProcess) -> None:
@@ -67,12 +69,14 @@ def test_list_prints_every_pod_ordered_by_key(pods: EdgemetaProcess) -> None:
     as_yaml = run_cli("list", "pod", "-o", "yaml", "--config", pods.config_path)
 
     assert table.returncode == 0, table.stderr
-    rows = [line.split(maxsplit=2) for line in table.stdout.splitlines()[1:]]
-    assert [(k, t) for k, t, _v in rows] == [("default/pod/db", "pod"), ("default/pod/web", "pod")]
-    assert json.loads(as_json.stdout) == [
+    rows = [line.split(maxsplit=1) for line in table.stdout.splitlines()[1:]]
+    assert [k for k, _v in rows] == ["default/pod/db", "default/pod/web"]
+    records = json.loads(as_json.stdout)
+    assert [{k: r[k] for k in ("key", "type", "value")} for r in records] == [
         {"key": "default/pod/db", "type": "pod", "value": DB},
         {"key": "default/pod/web", "type": "pod", "value": WEB},
     ]
+    assert all(isinstance(r["revision"], int) for r in records)
     assert [r["value"] for r in yaml.safe_load(as_yaml.stdout)] == [DB, WEB]
 
 
