@@ -81,9 +81,13 @@ def test_make_demo_shows_the_traffic_and_stops_everything_on_ctrl_c() -> None:
     )
     try:
         deadline = time.monotonic() + DEADLINE
-        # The simulated cloud pushes the example objects: edgemeta forwards them
-        # to edged, and the watch on screen shows the inserts.
-        while not ("demo: the traffic on" in (text := terminal.text) and " insert " in text):
+
+        # The watch on screen shows the mirror of what the simulated cloud pushed,
+        # then the pod statuses the simulated edged reports every 2 s.
+        def shown(text: str) -> bool:
+            return "beehive/state/default/pod/nginx" in text and " update " in text
+
+        while not ("demo: the traffic on" in (text := terminal.text) and shown(text)):
             assert make.poll() is None, text
             assert time.monotonic() < deadline, text
             time.sleep(0.2)
@@ -96,6 +100,7 @@ def test_make_demo_shows_the_traffic_and_stops_everything_on_ctrl_c() -> None:
     finally:
         if make.poll() is None:
             make.kill()
+            make.wait(10)
         for pid in processes_with(marker):
             os.kill(pid, signal.SIGKILL)
         terminal.close()
