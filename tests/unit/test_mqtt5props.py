@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from edgemeta.mqtt5props import pack_publish_properties, variable_length
+from tests.support.client import publish_properties
 
 
 def paho_pack(
     correlation: bytes | None, response_topic: str | None, user: list[tuple[str, str]]
 ) -> bytes:
-    props = Properties(PacketTypes.PUBLISH)
-    if correlation is not None:
-        props.CorrelationData = correlation
-    if response_topic is not None:
-        props.ResponseTopic = response_topic
-    if user:
-        props.UserProperty = user
-    return bytes(props.pack())
+    props = publish_properties(response_topic, correlation, user)
+    return b"\x00" if props is None else bytes(props.pack())
 
 
 @pytest.mark.parametrize(
