@@ -89,6 +89,16 @@ def read_message(payload: bytes) -> Message | None:
     )
 
 
+#: Under ``<prefix>/``: topics each tool user may write and read (``<prefix>/tool/%u/#``).
+TOOL_LEVEL = "tool"
+
+
+def tool_topic(config: MqttConfig, prefix: str) -> str:
+    """A fresh topic the tool writes and reads: ``<prefix>/tool/<username or cli>/<uuid>``
+    (an end marker: see ``BrokerClient.retained``)."""
+    return f"{prefix}/{TOOL_LEVEL}/{config.username or 'cli'}/{uuid.uuid4().hex}"
+
+
 def reply_topic(config: MqttConfig, topics: Topics) -> str:
     """A fresh Response Topic: ``<prefix>/reply/<username or cli>/<uuid>`` (see mosquitto/acl)."""
     return f"{topics.prefix}/reply/{config.username or 'cli'}/{uuid.uuid4().hex}"

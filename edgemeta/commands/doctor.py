@@ -15,7 +15,7 @@ from typing import Any
 from ..config import Config
 from ..errors import BusError, ConfigError, EdgemetaError
 from ..store import MetaStore, open_storage
-from .client import BrokerClient, broker_keeps_sessions, reply_topic
+from .client import BrokerClient, broker_keeps_sessions, tool_topic
 from .common import (
     EXIT_FAIL,
     EXIT_OK,
@@ -294,11 +294,12 @@ def run(args: argparse.Namespace) -> int:
             tls = " over TLS" if config.mqtt.tls.enable else ""
             user = f" as {config.mqtt.username}" if config.mqtt.username else " anonymously"
             checks.append(Check("broker", OK, f"connected to {where}{tls}{user}"))
-            got = client.retained(topics.status, reply_topic(config.mqtt, topics), args.timeout)
+            marker = tool_topic(config.mqtt, topics.prefix)
+            got = client.retained(topics.status, marker, args.timeout)
             status = got.payload.decode("utf-8", "replace") if got and got.payload else ""
             bridge = config.modules.metaManager.bridgeStateTopic
             if bridge:
-                marker = reply_topic(config.mqtt, topics)
+                marker = tool_topic(config.mqtt, topics.prefix)
                 state = client.retained(topics.group(bridge), marker, args.timeout)
                 link = state.payload.decode("utf-8", "replace") if state else None
     except BusError as exc:

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import BusError
 from ..metrics import stats_topic
-from .client import BrokerClient, reply_topic
+from .client import BrokerClient, tool_topic
 from .common import (
     EXIT_FAIL,
     EXIT_OK,
@@ -67,9 +67,10 @@ def run(args: argparse.Namespace) -> int:
         with BrokerClient(
             config.mqtt, name="health", client_id=tool_client_id(args), timeout=args.timeout
         ) as client:
-            got = client.retained(topics.status, reply_topic(config.mqtt, topics), args.timeout)
+            marker = tool_topic(config.mqtt, topics.prefix)
+            got = client.retained(topics.status, marker, args.timeout)
             if args.stats:
-                marker = reply_topic(config.mqtt, topics)
+                marker = tool_topic(config.mqtt, topics.prefix)
                 stats = client.retained(stats_topic(topics), marker, args.timeout)
     except BusError as exc:
         note(f"edgemeta health: {exc}")

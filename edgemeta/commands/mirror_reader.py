@@ -9,19 +9,16 @@ the SUBSCRIBE, so the marker comes back after the last retained message.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import MqttConfig
 from ..errors import BusError
 from ..message import text_value
 from ..mirror import MARKER_LEVEL, key_of, state_root
-from .client import BrokerClient, Received
+from .client import TOOL_LEVEL, BrokerClient, Received, tool_topic
 from .common import EXIT_FAIL, EXIT_USAGE, CommandError
 
 #: Under ``<prefix>/``: topics each user may both write and read (mosquitto/acl).
-TOOL_LEVEL = "tool"
 
 
 class MirrorUnavailable(CommandError):
@@ -64,11 +61,6 @@ def state_filter(prefix: str, namespace: str | None, restype: str | None) -> str
     if restype is None:
         return f"{root}/{namespace}/#" if namespace else f"{root}/#"
     return f"{root}/{namespace or '+'}/{restype}/#"
-
-
-def tool_topic(config: MqttConfig, prefix: str) -> str:
-    """A fresh topic the tool writes and reads: ``<prefix>/tool/<username or cli>/<uuid>``."""
-    return f"{prefix}/{TOOL_LEVEL}/{config.username or 'cli'}/{uuid.uuid4().hex}"
 
 
 def state_object(prefix: str, got: Received) -> StateObject | None:
