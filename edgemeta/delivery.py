@@ -350,16 +350,20 @@ class Delivery:
             for item in state.acks:
                 self.bus.ack(item.mid, item.qos, item.session)
 
+    def _publish(self, out: Outgoing) -> int:
+        """Hand ``out`` to the bus; its mid. Raises ``BusError`` when refused."""
+        return self.bus.publish(
+            out.topic,
+            out.payload,
+            self.qos,
+            retain=out.retain,
+            correlation=out.correlation,
+            user_properties=out.properties,
+        )
+
     def _send(self, seq: int, out: Outgoing, tries: int) -> None:
         try:
-            mid = self.bus.publish(
-                out.topic,
-                out.payload,
-                self.qos,
-                retain=out.retain,
-                correlation=out.correlation,
-                user_properties=out.properties,
-            )
+            mid = self._publish(out)
         except BusError as exc:
             self._sent_done(self.confirmations.failed(seq, out, tries, str(exc), self.clock()))
             return
@@ -371,14 +375,7 @@ class Delivery:
     def _publish_untracked(self, outs: list[Outgoing]) -> None:
         for out in outs:
             try:
-                self.bus.publish(
-                    out.topic,
-                    out.payload,
-                    self.qos,
-                    retain=out.retain,
-                    correlation=out.correlation,
-                    user_properties=out.properties,
-                )
+                self._publish(out)
             except BusError as exc:
                 log.error("%s", exc)
 

@@ -48,17 +48,6 @@ check_port CLOUD_PORT "$cloud_port"
 check_port LOCAL_PORT "$local_port"
 data_dir=$(absolute_dir DATA_DIR "${5:-/var/lib/mosquitto/}")
 
-template="$(dirname "$0")/../mosquitto/edge-bridge.conf"
-[ -r "$template" ] || fail "template not found: $template"
-
-standalone=$(standalone_filter)
-
-sed \
-    -e "$standalone" \
-    -e "s|@KEEPALIVE@|$keepalive|g" \
-    -e "s|@NODE@|$node|g" \
+render_bridge "$(dirname "$0")/../mosquitto/edge-bridge.conf" \
     -e "s|@CLOUD_HOST@|$cloud_host|g" \
-    -e "s|@CLOUD_PORT@|$cloud_port|g" \
-    -e "s|@LOCAL_PORT@|$local_port|g" \
-    -e "s|@DATA_DIR@|$data_dir|g" \
-    "$template"
+    -e "s|@CLOUD_PORT@|$cloud_port|g"

@@ -47,16 +47,5 @@ for server in "$@"; do
     addresses="${addresses:+$addresses }$server"
 done
 
-template="$(dirname "$0")/../deploy/edge-bridge-nats.conf"
-[ -r "$template" ] || fail "template not found: $template"
-
-standalone=$(standalone_filter)
-
-sed \
-    -e "$standalone" \
-    -e "s|@KEEPALIVE@|$keepalive|g" \
-    -e "s|@NODE@|$node|g" \
-    -e "s|@LOCAL_PORT@|$local_port|g" \
-    -e "s|@DATA_DIR@|$data_dir|g" \
-    -e "s|@ADDRESSES@|$addresses|g" \
-    "$template"
+render_bridge "$(dirname "$0")/../deploy/edge-bridge-nats.conf" \
+    -e "s|@ADDRESSES@|$addresses|g"

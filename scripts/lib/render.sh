@@ -69,12 +69,24 @@ bridge_options() {
         fail "--keepalive must be within 2-65535, got '$keepalive'"
 }
 
-# The sed expression that keeps (standalone broker) or drops (conf.d snippet)
-# the lines between "# BEGIN standalone" and "# END standalone".
-standalone_filter() {
+# Writes a bridge TEMPLATE to stdout with the lines of a standalone broker kept
+# (or dropped with --conf-d) and @KEEPALIVE@, @NODE@, @LOCAL_PORT@ and
+# @DATA_DIR@ filled in; further sed arguments fill in the rest.
+render_bridge() { # TEMPLATE [SED-ARGUMENT...]
+    template=$1
+    shift
+    [ -r "$template" ] || fail "template not found: $template"
     if $conf_d; then
-        echo '/^# BEGIN standalone$/,/^# END standalone$/d'
+        standalone='/^# BEGIN standalone$/,/^# END standalone$/d'
     else
-        echo '/^# \(BEGIN\|END\) standalone$/d'
+        standalone='/^# \(BEGIN\|END\) standalone$/d'
     fi
+    sed \
+        -e "$standalone" \
+        -e "s|@KEEPALIVE@|$keepalive|g" \
+        -e "s|@NODE@|$node|g" \
+        -e "s|@LOCAL_PORT@|$local_port|g" \
+        -e "s|@DATA_DIR@|$data_dir|g" \
+        "$@" \
+        "$template"
 }

@@ -9,17 +9,21 @@ import sys
 from tests.support.broker import REPO_ROOT
 
 
-def test_make_chaos_runs_a_short_stream_with_faults_and_finds_nothing_wrong() -> None:
+def run(command: list[str], timeout: float) -> str:
+    """Run ``command`` in the repository; its output, once it has exited 0."""
     done = subprocess.run(
-        ["make", "chaos", "CHAOS_ARGS=--seconds 10 --rate 300 --keys 200 --seed 2 --every 2 3"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, check=False
     )
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
+    return out
+
+
+def test_make_chaos_runs_a_short_stream_with_faults_and_finds_nothing_wrong() -> None:
+    out = run(
+        ["make", "chaos", "CHAOS_ARGS=--seconds 10 --rate 300 --keys 200 --seed 2 --every 2 3"],
+        timeout=240,
+    )
     assert "chaos: OK (lost 0, applied twice 0, stale 0)" in out, out
     # The faults happened (the seed draws both kinds): without them it proves nothing.
     counts = {
@@ -31,16 +35,7 @@ def test_make_chaos_runs_a_short_stream_with_faults_and_finds_nothing_wrong() ->
 
 
 def test_the_reconcile_benchmark_reports_cold_and_warm_starts() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.mirror", "--sizes", "300"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, out
+    out = run([sys.executable, "-m", "bench.mirror", "--sizes", "300"], timeout=120)
     rows = [line.split() for line in out.splitlines() if line.strip().startswith("300 ")]
     assert [(r[1], " ".join(r[3:])) for r in rows] == [
         ("cold", "0 retained, 0 cleared, 300 published"),
