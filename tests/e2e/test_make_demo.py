@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.support.broker import REPO_ROOT, free_port
@@ -36,7 +36,7 @@ class Terminal:
     def __init__(self) -> None:
         self.master, self.slave = os.openpty()
         self._output = bytearray()
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -48,13 +48,21 @@ class Terminal:
                 return  # every process holding the slave side is gone
             if not data:
                 return
-            with self._lock:
+            with self._changed:
                 self._output += data
+                self._changed.notify_all()
 
     @property
     def text(self) -> str:
-        with self._lock:
+        with self._changed:
             return self._output.decode("utf-8", "replace")
+
+    def wait_for(self, shown: Callable[[str], bool], timeout: float) -> bool:
+        """Whether the screen came to show what ``shown`` looks for within ``timeout``."""
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: shown(self._output.decode("utf-8", "replace")), timeout
+            )
 
     def ctrl_c(self) -> None:
         os.write(self.master, b"\x03")
@@ -80,17 +88,17 @@ def test_make_demo_shows_the_traffic_and_stops_everything_on_ctrl_c() -> None:
         stderr=terminal.slave,
     )
     try:
-        deadline = time.monotonic() + DEADLINE
-
         # The watch on screen shows the mirror of what the simulated cloud pushed,
         # then the pod statuses the simulated edged reports every 2 s.
         def shown(text: str) -> bool:
-            return "beehive/state/default/pod/nginx" in text and " update " in text
+            return (
+                "demo: the traffic on" in text
+                and "beehive/state/default/pod/nginx" in text
+                and " update " in text
+            )
 
-        while not ("demo: the traffic on" in (text := terminal.text) and shown(text)):
-            assert make.poll() is None, text
-            assert time.monotonic() < deadline, text
-            time.sleep(0.2)
+        assert terminal.wait_for(shown, DEADLINE), f"exit {make.poll()}\n{terminal.text}"
+        text = terminal.text
         assert f"demo: started mosquitto on 127.0.0.1:{port}" in text, text
         assert "demo: edgemeta online" in text, text
         # mosquitto, edgemeta, three simulators and the watch at least
