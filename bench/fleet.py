@@ -16,8 +16,11 @@ relay.py), which is how all links fail at once. One cloud consumer (MQTT
    memory (RSS) of every edgemeta and edge Mosquitto.
 3. Outage: the relays close every connection and refuse new ones; the edge
    brokers publish bridge state 0 at once and edgemeta stops forwarding pod
-   statuses. The statuses keep changing for ``--outage`` seconds (600 = the
-   10-minute outage of docs/scaling.md; shorten it with this flag).
+   statuses. With ``--silent`` the relays forward nothing and close nothing
+   instead (a cut cable): the bridge state stays 1 (Mosquitto 2.0.11), and
+   it is edgemeta's cloud heartbeat that finds each link silent. The
+   statuses keep changing for ``--outage`` seconds (600 = the 10-minute
+   outage of docs/scaling.md; shorten it with this flag).
 4. The links return and edged stops changing statuses: counted at the cloud
    are the pod status syncs (one per node per namespace expected) and the
    single pod status forwards, and the time until every node's syncs have
@@ -72,6 +75,8 @@ class Edged:
         self.pods = pods
         self.namespaces = namespaces
         self.states: dict[str, bytes] = {}
+        #: The cloud state of each node's edgemeta, from its statistics.
+        self.clouds: dict[str, str] = {}
         self._lock = threading.Lock()
         self.clients: list[tuple[str, mqtt.Client]] = []
         for prefix, broker in nodes:
@@ -83,17 +88,31 @@ class Edged:
             client.on_message = self._on_state
             client.connect(broker.host, broker.port, keepalive=60)
             client.subscribe(f"{prefix}/meta/bridge/state", qos=1)
+            client.subscribe(f"{prefix}/meta/stats", qos=0)
             client.loop_start()
             self.clients.append((prefix, client))
 
     def _on_state(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        # A plain dict update under a lock: nothing here can raise into paho's thread.
-        with self._lock:
-            self.states[msg.topic.split("/meta/")[0]] = bytes(msg.payload)
+        try:
+            prefix = msg.topic.split("/meta/")[0]
+            if msg.topic.endswith("/stats"):
+                cloud = str(json.loads(msg.payload)["cloud"])
+                with self._lock:
+                    self.clouds[prefix] = cloud
+                return
+            with self._lock:
+                self.states[prefix] = bytes(msg.payload)
+        except Exception as exc:  # never into paho's thread
+            print(f"fleet: bad message on {msg.topic}: {exc!r}", file=sys.stderr)
 
     def count_state(self, payload: bytes) -> int:
         with self._lock:
             return sum(1 for v in self.states.values() if v == payload)
+
+    def count_cloud(self, state: str) -> int:
+        """Nodes whose edgemeta counts the cloud as `state` in its last statistics."""
+        with self._lock:
+            return sum(1 for v in self.clouds.values() if v == state)
 
     def resource(self, pod: int, kind: str) -> str:
         return f"ns-{pod % self.namespaces}/{kind}/pod-{pod}"
@@ -177,7 +196,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 broker.port,
                 tmp / f"edgemeta-{node}",
                 prefix=f"beehive/{node}",
-                overrides={"modules": {"metaManager": {"podStatusSyncInterval": 3600}}},
+                overrides={
+                    "modules": {"metaManager": {"podStatusSyncInterval": 3600}},
+                    "metrics": {"statsInterval": 1},
+                },
             )
             service.start()
             services.append(service)
@@ -210,11 +232,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         mosquitto_rss = [rss_kib(b.pid) for b in brokers]
         nats_rss = [rss_kib(s.pid) for s in cluster.servers]
 
+        wait_for(
+            "every edgemeta connected",
+            lambda: edged is not None and edged.count_cloud("connected") == args.nodes,
+            hard_deadline,
+        )
         for relay in relays:
-            relay.down()
+            if args.silent:
+                relay.blackhole(True)
+            else:
+                relay.down()
         down_at = time.monotonic()
-        wait_for("every bridge down", lambda: edged.count_state(b"0") == args.nodes, hard_deadline)
+        if not args.silent:
+            wait_for(
+                "every bridge down", lambda: edged.count_state(b"0") == args.nodes, hard_deadline
+            )
         detected = time.monotonic() - down_at
+        wait_for(
+            "every edgemeta disconnected",
+            lambda: edged.count_cloud("disconnected") == args.nodes,
+            hard_deadline,
+        )
+        noticed = time.monotonic() - down_at
         sent_before = reporter.sent
         leftovers = drain(max(0.0, args.outage - (time.monotonic() - down_at)))
         reporter.stop_event.set()
@@ -222,7 +261,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         updates_during_outage = reporter.sent - sent_before
 
         for relay in relays:
-            relay.up()
+            if args.silent:
+                relay.blackhole(False)
+            else:
+                relay.up()
         up_at = time.monotonic()
         expected_syncs = args.nodes * args.namespaces
         syncs: Counter[str] = Counter()
@@ -261,7 +303,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "edge_mosquitto_rss_mib_avg": round(sum(mosquitto_rss) / len(mosquitto_rss) / 1024, 1),
             "nats_rss_mib_total": round(sum(nats_rss) / 1024, 1),
             "outage_s": args.outage,
-            "all_bridges_down_after_s": round(detected, 2),
+            "outage_kind": "silent" if args.silent else "connections closed",
+            "all_bridges_down_after_s": None if args.silent else round(detected, 2),
+            "all_edgemeta_disconnected_after_s": round(noticed, 2),
             "messages_at_cloud_during_outage": len(leftovers),
             "status_updates_during_outage": updates_during_outage,
             "syncs_after_outage": sum(syncs.values()),
@@ -312,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outage", type=float, default=600.0, help="outage length in seconds")
     parser.add_argument("--quiet", type=float, default=5.0, help="catch-up ends after this quiet")
     parser.add_argument("--restart-timeout", default="1 30", help="bridge restart_timeout")
+    parser.add_argument(
+        "--silent", action="store_true", help="the outage is a black hole, not closed connections"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (logs, data)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="hard limit of the run")
     args = parser.parse_args(argv)
@@ -319,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args)
     print(json.dumps(result, indent=2))
     os.makedirs("bench/results", exist_ok=True)
-    out = Path(f"bench/results/fleet-{args.nodes}.json")
+    out = Path(f"bench/results/fleet-{args.nodes}{'-silent' if args.silent else ''}.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 

@@ -68,6 +68,10 @@ class MetaManagerConfig:
     volumeTimeout: float = 60
     edgeSite: bool = False
     bridgeStateTopic: str = "meta/bridge/state"
+    #: Seconds between heartbeats through the bridge (0 = off); edgemeta.heartbeat.
+    cloudHeartbeatInterval: float = 2
+    #: Seconds without an echo before the cloud counts as disconnected (> the interval).
+    cloudHeartbeatTimeout: float = 6
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,8 @@ _RULES: dict[str, tuple[Any, str]] = {
         lambda v: not v or (not any(c in v for c in "+#\x00") and "" not in v.split("/")),
         'a topic below topicPrefix without wildcards or empty levels, or ""',
     ),
+    "modules.metaManager.cloudHeartbeatInterval": (lambda v: v >= 0, ">= 0 (0 = off)"),
+    "modules.metaManager.cloudHeartbeatTimeout": (lambda v: v > 0, "> 0"),
     "modules.metaManager.remoteQueryTimeout": (lambda v: v > 0, "> 0"),
     "modules.metaManager.remoteQueryAttempts": (lambda v: v >= 1, ">= 1"),
     "modules.metaManager.volumeTimeout": (lambda v: v > 0, "> 0"),
@@ -240,6 +246,13 @@ def _check_ranges(config: Config) -> None:
             value = getattr(value, part)
         if not ok(value):
             raise ConfigError(f"{dotted}: must be {wanted}, got {value!r}")
+    meta = config.modules.metaManager
+    if meta.cloudHeartbeatInterval and meta.cloudHeartbeatTimeout <= meta.cloudHeartbeatInterval:
+        raise ConfigError(
+            "modules.metaManager.cloudHeartbeatTimeout: must be greater than "
+            f"cloudHeartbeatInterval ({meta.cloudHeartbeatInterval!r}), "
+            f"got {meta.cloudHeartbeatTimeout!r}"
+        )
 
 
 def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:

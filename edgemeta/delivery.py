@@ -72,7 +72,12 @@ class CallExpired:
     why: str
 
 
-Work = Inbound | SyncTick | CallExpired
+@dataclass(frozen=True, slots=True)
+class LinkCheck:
+    """The wait for a heartbeat's echo is over: is the cloud link silent?"""
+
+
+Work = Inbound | SyncTick | CallExpired | LinkCheck
 
 
 @dataclass(slots=True)
@@ -162,6 +167,8 @@ class Delivery:
                 self._take(taken, state)
             elif isinstance(item, SyncTick):
                 self._render(pod_status_sync(self.context), state)
+            elif isinstance(item, LinkCheck):
+                self._render(self.intake.link_check(), state)
             elif (
                 isinstance(item, CallExpired)
                 and item.pending.call_id in self.calls

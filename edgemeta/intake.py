@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,8 +21,9 @@ from .devices import DevicePolicy, decode_device, device_id_of
 from .errors import MessageError
 from .handlers import Answer, Context, Effect, Report, set_connection
 from .handlers.devices import handle_device
+from .heartbeat import CloudHeartbeat
 from .message import Limits, Message, decode, new_error
-from .metrics import BRIDGE_STATE, INVALID, ServiceMetrics
+from .metrics import BRIDGE_STATE, HEARTBEAT, INVALID, ServiceMetrics
 from .topics import Topics, group_of
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,9 @@ class Intake:
         *,
         bridge_topic: str = "",
         device_policy: DevicePolicy | None = None,
+        heartbeat: CloudHeartbeat | None = None,
+        echo_topic: str = "",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.context = context
         self.topics: Topics = context.topics
@@ -69,6 +74,9 @@ class Intake:
         self.metrics = metrics
         self.bridge_topic = bridge_topic
         self.device_policy = device_policy
+        self.heartbeat = heartbeat
+        self.echo_topic = echo_topic if heartbeat is not None else ""
+        self.clock = clock
 
     def is_request_topic(self, topic: str) -> bool:
         return topic == self.topics.meta or (
@@ -79,6 +87,8 @@ class Intake:
         """Classify and apply ``item``; ``owns_call(id)`` tells whether a call ``id`` is open."""
         if item.topic == self.bridge_topic and item.topic != self.topics.meta:
             return self._bridge_state(item)
+        if item.topic == self.echo_topic:
+            return self._echo(item)
         if item.retain:
             # Retained messages on a request topic are state, not requests: applying
             # them again at every reconnect would undo later changes.
@@ -111,9 +121,43 @@ class Intake:
     def _bridge_state(self, item: Inbound) -> Taken:
         self.metrics.received(item.topic, BRIDGE_STATE)
         state = item.payload.strip()
-        if state in (b"1", b"0"):
-            return Taken(set_connection(state == b"1", self.context))
-        return Taken([Report("bridge state must be 1 or 0", item.payload)])
+        if state not in (b"1", b"0"):
+            return Taken([Report("bridge state must be 1 or 0", item.payload)])
+        up = state == b"1"
+        heartbeat = self.heartbeat
+        if heartbeat is not None:
+            # The retained "1" sent again at each subscription is no news: a link the
+            # heartbeat found silent stays down until an echo or a fresh "1".
+            if not (up and item.retain and heartbeat.bridge_up):
+                heartbeat.bridge_state(up, self.clock())
+            if up and not heartbeat.alive:
+                return Taken()
+        return Taken(set_connection(up, self.context))
+
+    def _echo(self, item: Inbound) -> Taken:
+        """A heartbeat came back through the bridge (edgemeta.heartbeat)."""
+        assert self.heartbeat is not None
+        self.metrics.received(item.topic, HEARTBEAT)
+        back = self.heartbeat.echo(item.payload, self.clock())
+        if back is None:
+            log.debug("ignored a heartbeat echo that is not this run's: %r", item.payload[:64])
+            return Taken()
+        self.metrics.set_heartbeat_rtt(self.heartbeat.rtt)
+        if back and self.heartbeat.bridge_up:
+            log.warning("heartbeats come back through the bridge again: cloud connected")
+            return Taken(set_connection(True, self.context))
+        return Taken()
+
+    def link_check(self) -> list[Effect]:
+        """The wait for an echo is over (edgemeta.heartbeat): none came, the cloud is gone."""
+        if self.heartbeat is None or not self.heartbeat.expired(self.clock()):
+            return []
+        log.warning(
+            "no heartbeat came back through the bridge for %.0f s while the bridge says "
+            "connected: the cloud link is silent, treated as disconnected",
+            self.heartbeat.timeout,
+        )
+        return set_connection(False, self.context)
 
     def _device(self, item: Inbound, device_id: str) -> Taken:
         """A message on a device's own topic: never answered, never a reply to a call."""

@@ -53,6 +53,7 @@ KNOWN_OPERATIONS = frozenset(
 INVALID = "invalid"
 REPORT = "report"
 BRIDGE_STATE = "bridge_state"
+HEARTBEAT = "bridge_heartbeat"
 
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 REMOTE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -139,6 +140,12 @@ class ServiceMetrics:
             registry=reg,
         )
         self.cloud_connected.set(-1)
+        self.heartbeat_rtt = Gauge(
+            "edgemeta_cloud_heartbeat_rtt_seconds",
+            "Round trip of the last heartbeat echoed through the bridge (-1: none yet)",
+            registry=reg,
+        )
+        self.heartbeat_rtt.set(-1)
         self._lock = threading.Lock()
         self._calls: dict[str, tuple[str, float]] = {}
         self._received: dict[tuple[str, str], Any] = {}
@@ -155,7 +162,7 @@ class ServiceMetrics:
 
     @staticmethod
     def operation_label(operation: str) -> str:
-        if operation in KNOWN_OPERATIONS or operation in (INVALID, REPORT, BRIDGE_STATE):
+        if operation in KNOWN_OPERATIONS or operation in (INVALID, REPORT, BRIDGE_STATE, HEARTBEAT):
             return operation
         return "other"
 
@@ -189,6 +196,9 @@ class ServiceMetrics:
 
     def set_cloud(self, state: bool | None) -> None:
         self.cloud_connected.set(-1 if state is None else int(state))
+
+    def set_heartbeat_rtt(self, seconds: float | None) -> None:
+        self.heartbeat_rtt.set(-1 if seconds is None else seconds)
 
     def call_attempt(self, msg_id: str, operation: str) -> None:
         """A remote call is published (again): the first attempt starts its clock."""
@@ -236,7 +246,13 @@ class ServiceMetrics:
                 "seconds": _histograms(self.remote_seconds),
             },
             "cloud": CLOUD_STATES[cloud],
+            "cloud_heartbeat_rtt_seconds": _rtt(self.heartbeat_rtt),
         }
+
+
+def _rtt(gauge: Gauge) -> float | None:
+    value = _value(gauge)
+    return None if value < 0 else round(value, 4)
 
 
 def _samples(metric: Collector) -> list[Any]:

@@ -32,12 +32,13 @@ from .bus import (
 from .calls import CallTable, restore_calls
 from .cipher import ValueCipher, loosely_readable
 from .config import Config
-from .delivery import Delivery, SyncTick, Work
+from .delivery import Delivery, LinkCheck, SyncTick, Work
 from .devices import DevicePolicy
 from .devices import topic_filter as device_topic_filter
 from .errors import BusError, StoreError
 from .handlers import Context
 from .handlers.context import CloudLink
+from .heartbeat import ECHO_TOPIC, HEARTBEAT_TOPIC, CloudHeartbeat
 from .intake import Intake
 from .message import Limits, dumps
 from .metrics import MetricsServer, ServiceMetrics, stats_topic
@@ -94,6 +95,16 @@ class Service:
         if bridge_topic:
             # The bridge's state is retained: it is wanted at every (re)subscription.
             subscriptions.append(Subscription(bridge_topic, retained=True))
+        #: Cloud liveness through the bridge (edgemeta.heartbeat); None when off.
+        self.heartbeat: CloudHeartbeat | None = None
+        echo_topic = ""
+        if bridge_topic and settings.cloudHeartbeatInterval and not settings.edgeSite:
+            self.heartbeat = CloudHeartbeat(
+                settings.cloudHeartbeatInterval, settings.cloudHeartbeatTimeout
+            )
+            echo_topic = self.topics.group(ECHO_TOPIC)
+            subscriptions.append(Subscription(echo_topic))
+        self._heartbeat_topic = self.topics.group(HEARTBEAT_TOPIC)
         device_policy: DevicePolicy | None = None
         if config.devices.enable:
             device_policy = DevicePolicy.from_config(config.devices)
@@ -110,6 +121,8 @@ class Service:
             self.metrics,
             bridge_topic=bridge_topic,
             device_policy=device_policy,
+            heartbeat=self.heartbeat,
+            echo_topic=echo_topic,
         )
         self.calls = CallTable()
         self.mirror = MirrorPolicy.from_config(self.topics.prefix, config.mirror)
@@ -205,10 +218,14 @@ class Service:
             elif isinstance(item, Subscribed):
                 delivery.resend_refused(all_now=True)
                 reconciler.connected()
+                if self.heartbeat is not None:
+                    self.heartbeat.connected(time.monotonic())
             elif isinstance(item, SubscribeDone):
                 reconciler.subscribe_done(item.mid, item.refused)
             elif isinstance(item, Disconnected):
                 reconciler.disconnected()
+                if self.heartbeat is not None:
+                    self.heartbeat.disconnected()
             elif isinstance(item, Failed):
                 pass  # the bus logs; a failure is seen through bus.fatal
             if len(work) >= MAX_BATCH or size >= MAX_BATCH_BYTES:
@@ -219,6 +236,22 @@ class Service:
                 break
         reconciler.flush()
         return work
+
+    def _beat(self, now: float, batch: list[Work]) -> None:
+        """Send a heartbeat when one is due; the end of a wait for its echo is work."""
+        heartbeat = self.heartbeat
+        if heartbeat is None:
+            return
+        payload = heartbeat.beat(now)
+        if payload is not None:
+            try:
+                # QoS 0: a beat that cannot cross now is worth nothing later.
+                self.bus.publish(self._heartbeat_topic, payload, 0)
+            except BusError as exc:
+                log.error("%s", exc)
+        if heartbeat.due(now):
+            # Decided when applied: an echo taken in this batch may have come in time.
+            batch.append(LinkCheck())
 
     def _next_wait(self, now: float, *deadlines: float | None) -> float:
         soonest = min((d for d in deadlines if d is not None), default=now + 1.0)
@@ -292,6 +325,7 @@ class Service:
                     self.calls.next_due(),
                     delivery.next_resend(),
                     delivery.retry_at,
+                    self.heartbeat.next_due() if self.heartbeat is not None else None,
                 )
                 if self.reconciler.pumping:
                     self.reconciler.pump()
@@ -299,6 +333,7 @@ class Service:
                 batch = self._take(wait)
                 now = time.monotonic()
                 batch.extend(delivery.due_calls(now))
+                self._beat(now, batch)
                 if now >= next_sync:
                     # Handed to the loop directly: on a broker with ACLs edgemeta may not
                     # write <prefix>/meta, and a sync needs no round trip through it.

@@ -8,12 +8,14 @@ import json
 import os
 import stat
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ..config import Config
 from ..errors import BusError, ConfigError, EdgemetaError
+from ..heartbeat import ECHO_TOPIC
 from ..store import MetaStore, open_storage
 from .client import BrokerClient, broker_keeps_sessions, tool_topic
 from .common import (
@@ -241,6 +243,35 @@ def _cloud_check(config: Config, link: str | None) -> Check:
     )
 
 
+def _heartbeat_check(client: BrokerClient, config: Config) -> Check | None:
+    """Whether edgemeta's heartbeats come back through the bridge (edgemeta.heartbeat)."""
+    settings = config.modules.metaManager
+    if settings.edgeSite or not settings.cloudHeartbeatInterval:
+        return None
+    topic = tool_topics(config).group(ECHO_TOPIC)
+    wait = settings.cloudHeartbeatTimeout
+    try:
+        client.subscribe(topic, retained=False)
+    except BusError as exc:
+        return Check("cloud heartbeat", WARN, f"cannot read {topic}: {exc}", "")
+    deadline = time.monotonic() + wait
+    while (remaining := deadline - time.monotonic()) > 0:
+        got = client.receive(remaining)
+        if got is not None and got.topic == topic:
+            return Check(
+                "cloud heartbeat", OK, "edgemeta's heartbeats come back through the bridge"
+            )
+    return Check(
+        "cloud heartbeat",
+        WARN,
+        f"the bridge says up, but none of edgemeta's heartbeats came back within {wait:g} s: "
+        "the link may be dead without the bridge knowing, or the bridge does not carry "
+        "the heartbeat",
+        "render the bridge from the current template (scripts/render-bridge-conf.sh), "
+        "and check the link to the cloud broker",
+    )
+
+
 def _store_checks(config: Config, checks: list[Check]) -> None:
     db = Path(config.database.path)
     journal = db.with_name(db.name + ".journal")
@@ -285,6 +316,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     topics = tool_topics(config)
     status = link = None
+    echo: Check | None = None
     unreachable = False
     try:
         with BrokerClient(
@@ -302,6 +334,8 @@ def run(args: argparse.Namespace) -> int:
                 marker = tool_topic(config.mqtt, topics.prefix)
                 state = client.retained(topics.group(bridge), marker, args.timeout)
                 link = state.payload.decode("utf-8", "replace") if state else None
+                if link == "1" and status == "online":
+                    echo = _heartbeat_check(client, config)
     except BusError as exc:
         checks.append(_broker_check(config, exc))
         unreachable = True
@@ -321,6 +355,8 @@ def run(args: argparse.Namespace) -> int:
                 )
             )
         checks.append(_cloud_check(config, link))
+        if echo is not None:
+            checks.append(echo)
     _store_checks(config, checks)
     _show(args, checks)
     if unreachable:

@@ -92,6 +92,7 @@ def test_only_the_hub_topic_leaves_the_edge(cloud: Broker, edges: dict[str, Edge
         "beehive/node-a/mesh",
         "beehive/node-a/func",
         "beehive/node-a/hub/sub",
+        "beehive/node-a/meta/bridge/echo/heartbeat",
         "beehive/hub",
     ]
     with MqttProbe(cloud.host, cloud.port) as consumer, a.probe() as local:
@@ -103,6 +104,29 @@ def test_only_the_hub_topic_leaves_the_edge(cloud: Broker, edges: dict[str, Edge
         leaked = seen_until(consumer, "beehive/node-a/hub", marker)
 
     assert [r.topic for r in leaked if r.payload == secret] == []
+
+
+def test_the_heartbeat_goes_out_and_its_copy_comes_back_once(
+    cloud: Broker, edges: dict[str, EdgeNode]
+) -> None:
+    a = edges["node-a"]
+    beat = token("beat")
+    with MqttProbe(cloud.host, cloud.port) as consumer, a.probe() as local:
+        consumer.subscribe("beehive/node-a/#")
+        local.subscribe("beehive/node-a/meta/bridge/#")
+        local.publish("beehive/node-a/meta/bridge/heartbeat", beat, qos=0)
+
+        at_cloud = consumer.expect("beehive/node-a/heartbeat", lambda r: r.payload == beat)
+        back = local.expect(
+            "beehive/node-a/meta/bridge/echo/heartbeat", lambda r: r.payload == beat
+        )
+        # No loop: the copy is not sent out again, and comes back once.
+        consumer.expect_none("beehive/node-a/#", lambda r: r.payload == beat, within=1.0)
+        local.expect_none(
+            "beehive/node-a/meta/bridge/echo/heartbeat", lambda r: r.payload == beat, within=0.1
+        )
+
+    assert (at_cloud.qos, back.qos) == (0, 0)
 
 
 def test_meta_published_on_the_cloud_reaches_its_node_only(
@@ -336,6 +360,9 @@ def test_rendered_config_has_no_placeholder_left() -> None:
         "address cloud.example:8883",
         "topic hub out 1 beehive/node-x/ beehive/node-x/",
         "topic meta in 1 beehive/node-x/ beehive/node-x/",
+        "topic heartbeat out 0 beehive/node-x/meta/bridge/ beehive/node-x/",
+        "topic heartbeat in 0 beehive/node-x/meta/bridge/echo/ beehive/node-x/",
+        "try_private false",
         "remote_clientid bridge-node-x",
         "local_clientid bridge-node-x-local",
         "notification_topic beehive/node-x/meta/bridge/state",

@@ -191,14 +191,21 @@ class SessionSubscriber(QueuedClient):
 
     def collect(self, count: int, timeout: float = 10.0) -> list[mqtt.MQTTMessage]:
         """The next `count` messages, in arrival order."""
+        return self.collect_until(lambda got: len(got) >= count, f"{count} messages", timeout)
+
+    def collect_until(
+        self,
+        done: Callable[[list[mqtt.MQTTMessage]], bool],
+        what: str,
+        timeout: float = 10.0,
+    ) -> list[mqtt.MQTTMessage]:
+        """The next messages, in arrival order, until `done(messages)` says they are all."""
 
         def failure(got: list[mqtt.MQTTMessage]) -> str:
             payloads = [m.payload for m in got]
-            return (
-                f"{self.client_id}: {len(got)} of {count} messages within {timeout} s: {payloads!r}"
-            )
+            return f"{self.client_id}: not {what} within {timeout} s: {len(got)}: {payloads!r}"
 
-        return self._collect(lambda got: len(got) >= count, timeout, failure)
+        return self._collect(done, timeout, failure)
 
     def pending(self) -> list[mqtt.MQTTMessage]:
         """Messages received and not collected yet."""

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,8 @@ class NetnsAgent:
             text=True,
         )
         self.seen: queue.Queue[dict[str, Any]] = queue.Queue()
+        # Owned by the test thread: read, not matched yet.
+        self._pending: list[dict[str, Any]] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -163,16 +166,41 @@ class NetnsAgent:
         self._proc.stdin.write(json.dumps({"topic": topic, "payload": payload}) + "\n")
         self._proc.stdin.flush()
 
-    def expect(self, topic: str, payload: str, timeout: float) -> float:
-        """Wall-clock time at which `payload` arrived on `topic`."""
+    def expect(self, topic: str, payload: str | Callable[[str], bool], timeout: float) -> float:
+        """Wall-clock time at which `payload` (or a payload it accepts) arrived on `topic`.
+
+        Messages read but not matched stay pending for later calls, in order.
+        """
+
+        def matches(got: dict[str, Any]) -> bool:
+            if got["topic"] != topic:
+                return False
+            return (
+                payload == got["payload"] if isinstance(payload, str) else payload(got["payload"])
+            )
+
+        for i, got in enumerate(self._pending):
+            if matches(got):
+                del self._pending[i]
+                return float(got["t"])
         deadline = time.monotonic() + timeout
         while True:
             try:
                 got = self.seen.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 raise AssertionError(f"no {payload!r} on {topic} within {timeout} s") from None
-            if got["topic"] == topic and got["payload"] == payload:
+            if matches(got):
                 return float(got["t"])
+            self._pending.append(got)
+
+    def forget(self) -> None:
+        """Drop what was received so far: later expectations see only what comes next."""
+        self._pending.clear()
+        while True:
+            try:
+                self.seen.get_nowait()
+            except queue.Empty:
+                return
 
     def close(self) -> None:
         assert self._proc.stdin is not None and self._proc.stdout is not None

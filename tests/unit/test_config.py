@@ -76,6 +76,7 @@ def test_documented_defaults() -> None:
     assert mm.remoteQueryAttempts == 3
     assert mm.volumeTimeout == 60
     assert mm.edgeSite is False
+    assert (mm.cloudHeartbeatInterval, mm.cloudHeartbeatTimeout) == (2, 6)
 
 
 def test_client_id_default_follows_the_prefix() -> None:
@@ -216,6 +217,9 @@ def test_top_level_that_is_not_a_mapping_is_an_error() -> None:
         ("metrics.port", -1),
         ("database.compactBytes", 0),
         ("database.compactBytes", -1),
+        ("modules.metaManager.cloudHeartbeatInterval", -1),
+        ("modules.metaManager.cloudHeartbeatTimeout", 0),
+        ("modules.metaManager.cloudHeartbeatTimeout", 2),
     ],
 )
 def test_out_of_range_value_names_the_dotted_key(dotted: str, value: Any) -> None:
@@ -234,10 +238,24 @@ def test_out_of_range_value_names_the_dotted_key(dotted: str, value: Any) -> Non
         ("modules.metaManager.remoteQueryAttempts", 1),
         ("modules.metaManager.remoteQueryTimeout", 0.001),
         ("database.compactBytes", 1),
+        ("modules.metaManager.cloudHeartbeatInterval", 0),
+        ("modules.metaManager.cloudHeartbeatTimeout", 2.001),
     ],
 )
 def test_range_boundaries_are_accepted(dotted: str, value: Any) -> None:
     assert get(parse(nest(dotted, value)), dotted) == value
+
+
+def test_heartbeat_timeout_must_exceed_the_interval_unless_it_is_off() -> None:
+    meta = "modules.metaManager"
+    message = error_of(
+        {"modules": {"metaManager": {"cloudHeartbeatInterval": 5, "cloudHeartbeatTimeout": 5}}}
+    )
+    assert message.startswith(f"{meta}.cloudHeartbeatTimeout: must be greater than")
+    off = parse(
+        {"modules": {"metaManager": {"cloudHeartbeatInterval": 0, "cloudHeartbeatTimeout": 1}}}
+    )
+    assert off.modules.metaManager.cloudHeartbeatInterval == 0
 
 
 # -- unknown keys -----------------------------------------------------------------------
