@@ -144,7 +144,7 @@ class Intake:
             return Taken()
         self.metrics.set_heartbeat_rtt(self.heartbeat.rtt)
         if back and self.heartbeat.bridge_up:
-            log.warning("heartbeats come back through the bridge again: cloud connected")
+            log.info("heartbeats come back through the bridge again: cloud connected")
             return Taken(set_connection(True, self.context))
         return Taken()
 
