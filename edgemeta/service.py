@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 128
 MAX_BATCH_BYTES = 4 << 20
 SHUTDOWN_DRAIN = 3.0  # of the 10 s a stop may take (SPEC section 6)
-#: After a batch of this many payload bytes, freed memory is handed back to the system.
+#: After this many payload bytes applied, freed memory is handed back to the system.
 TRIM_AFTER_BYTES = 16 << 20
 #: Generation 0 collected after 20,000 net allocations instead of 700: a batch
 #: allocates thousands of short-lived objects, almost none of them in cycles.
@@ -146,6 +146,8 @@ class Service:
         if len(self.calls):
             log.warning("resuming %d call(s) in flight before the last stop", len(self.calls))
         self._trim = _malloc_trim()
+        #: Payload bytes applied since memory was last handed back (TRIM_AFTER_BYTES).
+        self._untrimmed = 0
 
     def _seal_secrets(self) -> None:
         """Check the stored secrets against the key; encrypt those stored in plain text."""
@@ -283,8 +285,9 @@ class Service:
             return
         self.metrics.set_records(len(self.store))
         self.metrics.set_cloud(self._cloud_state())
-        size = sum(len(x.payload) for x in batch if isinstance(x, Inbound))
-        if size >= TRIM_AFTER_BYTES and self._trim is not None:
+        self._untrimmed += sum(len(x.payload) for x in batch if isinstance(x, Inbound))
+        if self._untrimmed >= TRIM_AFTER_BYTES and self._trim is not None:
+            self._untrimmed = 0
             self._trim(0)
 
     def run(self, stop: threading.Event) -> int:

@@ -20,6 +20,7 @@ from tests.support.mqtt import envelope
 #: 50 MB; measured here on the code of issue 10: 918 MB (1.29 GB in the issue);
 #: after the fix 289 MB, of which 256 MB are the stored values themselves.
 RSS_BOUND_MB = 400
+SETTLE_S = 15.0
 
 
 def encode(messages: list[dict[str, Any]]) -> list[bytes]:
@@ -147,8 +148,15 @@ def test_256_inserts_of_1_mb_leave_memory_bounded(
     with Recorder(broker.host, broker.port, [f"{prefix}/hub"]) as rec:
         publish(broker, f"{prefix}/meta", inserts, window=8)
         rec.wait_ok(ids_of(inserts), timeout=120)
-    rss = rss_mb(service.pid)
-    assert rss < RSS_BOUND_MB, f"edgemeta's RSS is {rss:.0f} MB after 256 inserts of 1 MB"
+    # Right after the last answer, paho may still hold forwards and mirror messages
+    # whose PUBACK it has not handled yet (on a loaded machine, hundreds of MB): the
+    # bound is on what stays once those are done. RSS has no event: it is polled.
+    deadline = time.monotonic() + SETTLE_S
+    while (rss := rss_mb(service.pid)) >= RSS_BOUND_MB and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert rss < RSS_BOUND_MB, (
+        f"edgemeta's RSS is {rss:.0f} MB {SETTLE_S} s after 256 inserts of 1 MB were answered"
+    )
 
 
 def test_sigterm_during_start_up_exits_0_and_leaves_a_snapshot(make_service: Any) -> None:
